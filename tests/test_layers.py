@@ -1,0 +1,239 @@
+"""Tests of the Keras layers: shapes, configs, golden values and numpy references."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from video_reloc.layers import (
+    AttentionMatching,
+    CrossGate,
+    FactorizedBilinear,
+    LocalizerHead,
+    SequenceLSTM,
+)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _config_round_trip(layer):
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    return clone
+
+
+class TestCrossGate:
+    def test_golden_values(self):
+        layer = CrossGate(kernel_initializer=keras.initializers.Constant(0.1))
+        query = np.ones((2, 3), "float32")
+        reference = np.full((2, 3), 2.0, "float32")
+        gated_query, gated_reference = layer((query, reference))
+        # g^r = sigmoid(0.1 * (2 + 2 + 2)), g^q = sigmoid(0.1 * (1 + 1 + 1)).
+        np.testing.assert_allclose(gated_query, np.full((2, 3), _sigmoid(0.6)), rtol=1e-6)
+        np.testing.assert_allclose(gated_reference, np.full((2, 3), 2 * _sigmoid(0.3)), rtol=1e-6)
+
+    def test_precomputed_gate_matches_and_shapes(self):
+        layer = CrossGate()
+        query = np.random.default_rng(0).standard_normal((4, 7, 5)).astype("float32")
+        reference = np.random.default_rng(1).standard_normal((4, 7, 6)).astype("float32")
+        a = layer((query, reference))
+        b = layer((query, reference), query_gate=layer.query_gate(reference))
+        assert a[0].shape == (4, 7, 5) and a[1].shape == (4, 7, 6)
+        np.testing.assert_allclose(a[0], b[0])
+        np.testing.assert_allclose(a[1], b[1])
+        assert len(layer.trainable_weights) == 4
+
+    def test_config(self):
+        layer = CrossGate(bias_initializer="ones", name="gate")
+        clone = _config_round_trip(layer)
+        assert clone.name == "gate"
+
+
+class TestFactorizedBilinear:
+    def test_golden_values(self):
+        layer = FactorizedBilinear(
+            units=2, rank=3, kernel_initializer=keras.initializers.Constant(0.5)
+        )
+        t = layer((np.array([[1.0, 2.0]], "float32"), np.array([[3.0, 4.0]], "float32")))
+        # Every F_j x = 0.5 * 3 = 1.5 and F_j y = 0.5 * 7 = 3.5, summed over k = 3.
+        np.testing.assert_allclose(t, [[15.75, 15.75]], rtol=1e-6)
+
+    def test_matches_eq5_and_eq6(self):
+        rng = np.random.default_rng(0)
+        layer = FactorizedBilinear(units=4, rank=3, bias_initializer="random_normal")
+        x = rng.standard_normal((5, 6)).astype("float32")
+        y = rng.standard_normal((5, 6)).astype("float32")
+        t = np.asarray(layer((x, y)))
+        kernel = np.asarray(layer.projection.kernel).reshape(6, 4, 3)
+        bias = np.asarray(layer.projection.bias).reshape(4, 3)
+        for j in range(4):
+            f_j, b_j = kernel[:, j, :].T, bias[j]  # F_j is (k, l)
+            eq5 = np.sum((x @ f_j.T + b_j) * (y @ f_j.T + b_j), axis=-1)
+            eq6 = np.einsum("nl,lm,nm->n", x, f_j.T @ f_j, y) + (x + y) @ f_j.T @ b_j + b_j @ b_j
+            np.testing.assert_allclose(t[:, j], eq5, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(t[:, j], eq6, rtol=1e-4, atol=1e-4)
+
+    def test_parameter_count_is_k_l_l_plus_1(self):
+        layer = FactorizedBilinear(rank=8)
+        layer.build(((None, 128), (None, 128)))
+        assert layer.count_params() == 8 * 128 * (128 + 1)
+
+    def test_shapes_with_none_dims_and_config(self):
+        layer = FactorizedBilinear(units=7, rank=2)
+        x = keras.Input((None, 5))
+        assert layer((x, x)).shape == (None, None, 7)
+        _config_round_trip(layer)
+
+    def test_rejects_mismatched_inputs(self):
+        with pytest.raises(ValueError, match="last dimensions"):
+            FactorizedBilinear()((np.zeros((1, 3)), np.zeros((1, 4))))
+
+
+class TestSequenceLSTM:
+    def test_equals_keras_lstm(self):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((3, 9, 5)).astype("float32")
+        layer = SequenceLSTM(6)
+        reference = keras.layers.LSTM(6, return_sequences=True)
+        layer.build(x.shape)
+        reference.build(x.shape)
+        reference.set_weights(
+            [np.asarray(layer.kernel), np.asarray(layer.recurrent_kernel), np.asarray(layer.bias)]
+        )
+        np.testing.assert_allclose(layer(x), reference(x), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(layer.bias)[6:12], 1.0)  # unit forget bias
+
+    def test_config_and_none_dims(self):
+        layer = SequenceLSTM(4)
+        assert layer(keras.Input((None, 3))).shape == (None, None, 4)
+        _config_round_trip(layer)
+
+
+class TestLocalizerHead:
+    @pytest.mark.parametrize("output_type", ["log_probabilities", "probabilities", "logits"])
+    def test_outputs(self, output_type):
+        x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype("float32")
+        layer = LocalizerHead(units=6, output_type=output_type)
+        y = np.asarray(layer(x))
+        assert y.shape == (2, 5, 4)
+        logits = np.asarray(layer.classifier(layer.lstm(x)))
+        expected = {
+            "logits": logits,
+            "probabilities": np.exp(logits) / np.exp(logits).sum(-1, keepdims=True),
+            "log_probabilities": logits - np.log(np.exp(logits).sum(-1, keepdims=True)),
+        }[output_type]
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+    def test_config(self):
+        clone = _config_round_trip(LocalizerHead(units=3, output_type="probabilities"))
+        assert clone.output_type == "probabilities"
+        with pytest.raises(ValueError, match="output_type"):
+            LocalizerHead(output_type="scores")
+
+
+def _numpy_matching(layer, query, reference, query_length, reference_length):
+    """A direct, unoptimised transcription of Eqs. (2), (3), (5) and (7), one pair at a time."""
+    w = {v.path.split("/", 1)[1]: np.asarray(v) for v in layer.weights}
+    units = layer.units
+
+    def direction(d, hq, hr):
+        h = np.zeros(units)
+        c = np.zeros(units)
+        out, att = [], []
+        for r in hr:
+            e = np.tanh(
+                hq @ w["query_projection/kernel"]
+                + r @ w["reference_projection/kernel"]
+                + w["reference_projection/bias"]
+                + h @ w["state_projection/kernel"]
+            )
+            s = e @ w["attention_score/kernel"][:, 0] + w["attention_score/bias"][0]
+            a = np.exp(s - s.max())
+            a /= a.sum()
+            q_bar = a @ hq
+            g_r = _sigmoid(
+                r @ w["cross_gate/reference_to_query/kernel"]
+                + w["cross_gate/reference_to_query/bias"]
+            )
+            g_q = _sigmoid(
+                q_bar @ w["cross_gate/query_to_reference/kernel"]
+                + w["cross_gate/query_to_reference/bias"]
+            )
+            q_t, r_t = q_bar * g_r, r * g_q
+            f = w["bilinear/projection/kernel"].reshape(len(q_t), len(q_t), -1)
+            b = w["bilinear/projection/bias"].reshape(len(q_t), -1)
+            t = np.sum(
+                (np.einsum("l,ljk->jk", q_t, f) + b) * (np.einsum("l,ljk->jk", r_t, f) + b), -1
+            )
+            z = t @ w["lstm_kernel"][d] + h @ w["lstm_recurrent_kernel"][d] + w["lstm_bias"][d]
+            i, fg, g, o = np.split(z, 4)
+            c = _sigmoid(fg) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+            out.append(h)
+            att.append(a)
+        return np.array(out), np.array(att)
+
+    results = []
+    for b in range(len(query)):
+        hq = query[b, : query_length[b]]
+        hr = reference[b, : reference_length[b]]
+        forward, attention = direction(0, hq, hr)
+        backward, _ = direction(1, hq, hr[::-1])
+        results.append((np.concatenate([forward, backward[::-1]], -1), attention))
+    return results
+
+
+class TestAttentionMatching:
+    def _inputs(self, seed=0):
+        rng = np.random.default_rng(seed)
+        query = rng.standard_normal((3, 5, 6)).astype("float32")
+        reference = rng.standard_normal((3, 8, 6)).astype("float32")
+        return query, reference, np.array([5, 2, 1], "int32"), np.array([8, 3, 1], "int32")
+
+    def test_equals_numpy_transcription_of_the_equations(self):
+        query, reference, query_length, reference_length = self._inputs()
+        layer = AttentionMatching(units=4, bilinear_rank=3, bias_initializer="random_normal")
+        matched, attention = layer(
+            query, reference, query_length, reference_length, return_attention=True
+        )
+        assert matched.shape == (3, 8, 8) and attention.shape == (3, 8, 5)
+        expected = _numpy_matching(layer, query, reference, query_length, reference_length)
+        for b, (states, alpha) in enumerate(expected):
+            n, m = reference_length[b], query_length[b]
+            np.testing.assert_allclose(matched[b, :n], states, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(attention[b, :n, :m], alpha, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(np.asarray(attention[b, :n, m:]), 0.0, atol=1e-7)
+
+    @pytest.mark.parametrize(
+        "cross_gating,matching", [(False, "concat"), (True, "concat"), (False, "bilinear")]
+    )
+    def test_ablations_have_the_right_weights(self, cross_gating, matching):
+        query, reference, query_length, reference_length = self._inputs()
+        layer = AttentionMatching(units=4, cross_gating=cross_gating, matching=matching)
+        out = layer(query, reference, query_length, reference_length)
+        assert out.shape == (3, 8, 8)
+        names = {v.path.split("/", 1)[1] for v in layer.weights}
+        assert any("cross_gate" in n for n in names) == cross_gating
+        assert any("bilinear" in n for n in names) == (matching == "bilinear")
+        in_dim = 6 if matching == "bilinear" else 12
+        assert tuple(layer.lstm_kernel.shape) == (2, in_dim, 16)
+
+    def test_config_and_none_dims(self):
+        layer = AttentionMatching(units=4, matching="concat", cross_gating=False)
+        clone = _config_round_trip(layer)
+        assert clone.matching == "concat"
+        fn = tf.function(
+            lambda q, r, ql, rl: layer(q, r, ql, rl),
+            input_signature=[
+                tf.TensorSpec((None, None, 6)),
+                tf.TensorSpec((None, None, 6)),
+                tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((None,), tf.int32),
+            ],
+        )
+        query, reference, query_length, reference_length = self._inputs()
+        assert fn(query, reference, query_length, reference_length).shape == (3, 8, 8)
+        with pytest.raises(ValueError, match="matching"):
+            AttentionMatching(matching="outer")

@@ -1,0 +1,136 @@
+"""The whole model: shapes, padding invariance, gradients, saving, ablations."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from video_reloc import ABLATIONS, VideoRelocModel, build_model
+from video_reloc.losses import localization_loss
+
+DIM = 12
+
+
+def _pair_batch(rng, lengths_q, lengths_r, steps_q=None, steps_r=None):
+    steps_q = steps_q or max(lengths_q)
+    steps_r = steps_r or max(lengths_r)
+    batch = len(lengths_q)
+    return {
+        "query": rng.standard_normal((batch, steps_q, DIM)).astype("float32"),
+        "query_length": np.array(lengths_q, "int32"),
+        "reference": rng.standard_normal((batch, steps_r, DIM)).astype("float32"),
+        "reference_length": np.array(lengths_r, "int32"),
+    }
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(DIM, units=8, bilinear_rank=2, seed=1)
+
+
+def test_output_shapes(model):
+    inputs = _pair_batch(np.random.default_rng(0), [3, 5], [9, 4])
+    outputs = model(inputs, return_attention=True)
+    assert outputs["log_probabilities"].shape == (2, 9, 4)
+    assert outputs["attention"].shape == (2, 9, 5)
+    np.testing.assert_allclose(np.exp(outputs["log_probabilities"]).sum(-1), 1.0, rtol=1e-5)
+
+
+def test_padding_never_leaks_into_valid_steps(model):
+    rng = np.random.default_rng(1)
+    lengths_q, lengths_r = [3, 5, 1], [9, 4, 1]
+    inputs = _pair_batch(rng, lengths_q, lengths_r)
+    padded = _pair_batch(rng, lengths_q, lengths_r, steps_q=8, steps_r=15)
+    for key in ("query", "reference"):
+        steps = inputs[key].shape[1]
+        padded[key][:, :steps] = inputs[key]
+        lengths = inputs[f"{key}_length"]
+        for b, n in enumerate(lengths):  # junk inside the original padding too
+            padded[key][b, n:] = 1e3 * rng.standard_normal(padded[key][b, n:].shape)
+    a = model(inputs, return_attention=True)
+    b = model(padded, return_attention=True)
+    for i, (nq, nr) in enumerate(zip(lengths_q, lengths_r)):
+        np.testing.assert_allclose(
+            a["log_probabilities"][i, :nr], b["log_probabilities"][i, :nr], rtol=1e-4, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            a["attention"][i, :nr, :nq], b["attention"][i, :nr, :nq], rtol=1e-4, atol=1e-6
+        )
+
+
+def test_gradients_reach_every_trainable_weight():
+    model = build_model(DIM, units=8, bilinear_rank=2, seed=2)
+    inputs = _pair_batch(np.random.default_rng(2), [3, 5], [9, 6])
+    with tf.GradientTape() as tape:
+        out = model(inputs, training=True)
+        loss = localization_loss(
+            out["log_probabilities"], np.array([[1, 4], [2, 3]]), inputs["reference_length"]
+        )
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert len(grads) == len(model.trainable_variables) == 23
+    for variable, grad in zip(model.trainable_variables, grads):
+        assert grad is not None, variable.path
+        assert np.all(np.isfinite(grad)), variable.path
+        assert np.any(np.asarray(grad) != 0), variable.path
+
+
+def test_training_steps_reduce_the_loss():
+    model = build_model(
+        DIM, units=8, bilinear_rank=2, seed=3, encoder_dropout=0, matching_dropout=0
+    )
+    inputs = _pair_batch(np.random.default_rng(3), [3, 5, 4, 2], [9, 6, 8, 7])
+    gt = np.array([[1, 4], [2, 3], [0, 8], [3, 7]], "int32")
+    optimizer = keras.optimizers.Adam(3e-2, global_clipnorm=5.0)
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = localization_loss(
+                model(inputs, training=True)["log_probabilities"], gt, inputs["reference_length"]
+            )
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return float(loss)
+
+    first = step()
+    for _ in range(60):
+        last = step()
+    assert last < 0.5 * first
+
+
+def test_keras_save_and_load_round_trip(model, tmp_path):
+    inputs = _pair_batch(np.random.default_rng(4), [3, 5], [9, 4])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, VideoRelocModel)
+    assert loaded.get_config() == model.get_config()
+    np.testing.assert_allclose(
+        loaded(inputs)["log_probabilities"], model(inputs)["log_probabilities"], rtol=1e-6
+    )
+
+
+def test_config_round_trip(model):
+    clone = VideoRelocModel.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+
+
+def test_ablations_are_switches_of_one_model():
+    counts = {
+        name: build_model(DIM, ablation=name, units=8, bilinear_rank=2).count_params()
+        for name in ABLATIONS
+    }
+    u, k = 8, 2
+    bilinear = u * k * (u + 1)
+    gates = 2 * (u * u + u)
+    concat_extra = 2 * (2 * u - u) * 4 * u  # the matching LSTMs read 2u instead of u inputs
+    assert counts["full"] - counts["base_cross_gating"] == bilinear - concat_extra
+    assert counts["full"] - counts["base_bilinear"] == gates
+    assert counts["base_cross_gating"] - counts["base"] == gates
+    with pytest.raises(ValueError, match="ablation"):
+        build_model(DIM, ablation="tiny")
+
+
+def test_missing_inputs_are_named(model):
+    inputs = _pair_batch(np.random.default_rng(5), [3], [4])
+    del inputs["query_length"]
+    with pytest.raises(KeyError, match="query_length"):
+        model(inputs)

@@ -1,0 +1,126 @@
+"""Length-aware sequence helpers and the LSTM recurrence shared by the layers (no weights)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from keras import ops
+
+
+def sequence_mask(lengths, maxlen):
+    """Boolean mask of valid steps.
+
+    Args:
+        lengths: Valid lengths, shape `(B,)` int.
+        maxlen: Number of steps T (int or scalar tensor).
+
+    Returns:
+        Mask of shape `(B, T)`, True where the step index is below the length.
+    """
+    steps = ops.arange(maxlen, dtype="int32")
+    return ops.expand_dims(steps, 0) < ops.expand_dims(ops.cast(lengths, "int32"), 1)
+
+
+def reverse_sequence(inputs, lengths):
+    """Reverses each row within its valid length; steps past the length stay in place.
+
+    Args:
+        inputs: Tensor of shape `(B, T, ...)`.
+        lengths: Valid lengths, shape `(B,)` int.
+
+    Returns:
+        Tensor of the shape of `inputs` with `out[b, t] = inputs[b, lengths[b] - 1 - t]` for
+        `t < lengths[b]` and `out[b, t] = inputs[b, t]` elsewhere. Applying it twice gives back
+        `inputs`.
+    """
+    steps = ops.shape(inputs)[1]
+    t = ops.expand_dims(ops.arange(steps, dtype="int32"), 0)  # (1, T)
+    lengths = ops.expand_dims(ops.cast(lengths, "int32"), 1)  # (B, 1)
+    index = ops.where(t < lengths, lengths - 1 - t, t)  # (B, T)
+    while len(index.shape) < len(inputs.shape):
+        index = ops.expand_dims(index, -1)
+    return ops.take_along_axis(inputs, index, axis=1)
+
+
+def lstm_cell(z, c):
+    """The LSTM update from pre-activations, gate order (input, forget, cell, output).
+
+    Args:
+        z: `(..., 4u)` pre-activations x W + h U + b.
+        c: `(..., u)` previous cell state.
+
+    Returns:
+        `(h, c)`, the new hidden and cell states, each `(..., u)`.
+    """
+    zi, zf, zc, zo = ops.split(z, 4, axis=-1)
+    c = ops.sigmoid(zf) * c + ops.sigmoid(zi) * ops.tanh(zc)
+    return ops.sigmoid(zo) * ops.tanh(c), c
+
+
+def scan(step, carry, inputs, steps, num_outputs=1):
+    """Runs `step` over the leading (time) axis of `inputs` and stacks its outputs.
+
+    `keras.ops.scan` needs outputs shaped like the carry, which an attention map is not, so
+    this is a plain `tf.while_loop` (with `maximum_iterations`, so XLA can compile it).
+    Weights should be read into tensors before the loop: reads inside it would be stacked per
+    step for the gradient.
+
+    Args:
+        step: `(carry, xs) -> (carry, outputs)`; `outputs` a tensor or a tuple of
+            `num_outputs` tensors of the carry's dtype.
+        carry: Initial carry (a tuple of tensors).
+        inputs: List of time-major tensors `(T, ...)`.
+        steps: T.
+        num_outputs: 1 for a single output tensor, else the tuple's length.
+
+    Returns:
+        The stacked outputs, each `(T, ...)`, with the structure of `step`'s outputs.
+    """
+    dtype = carry[0].dtype
+    input_arrays = [
+        tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(x) for x in inputs
+    ]
+    output_arrays = [tf.TensorArray(dtype, size=steps) for _ in range(num_outputs)]
+
+    def body(i, carry, arrays):
+        new_carry, outputs = step(carry, [a.read(i) for a in input_arrays])
+        arrays = [a.write(i, y) for a, y in zip(arrays, tf.nest.flatten(outputs))]
+        return i + 1, new_carry, arrays
+
+    _, _, output_arrays = tf.while_loop(
+        lambda i, *_: i < steps,
+        body,
+        (tf.constant(0), carry, output_arrays),
+        maximum_iterations=steps,
+    )
+    stacked = [a.stack() for a in output_arrays]
+    return tuple(stacked) if num_outputs > 1 else stacked[0]
+
+
+def run_lstm(inputs, kernel, recurrent_kernel, bias):
+    """A unidirectional LSTM over a batch-major sequence, zero initial state.
+
+    The input projection x W + b is one matmul over all steps before the loop; the loop only
+    does h U.
+
+    Args:
+        inputs: `(B, T, d)`.
+        kernel: `(d, 4u)`.
+        recurrent_kernel: `(u, 4u)`.
+        bias: `(4u,)`.
+
+    Returns:
+        Hidden states `(B, T, u)`.
+    """
+    units = ops.shape(recurrent_kernel)[0]
+    projected = ops.matmul(inputs, kernel) + bias  # (B, T, 4u), hoisted
+    projected = ops.transpose(projected, (1, 0, 2))
+    recurrent_kernel = ops.convert_to_tensor(recurrent_kernel)
+    zeros = ops.zeros((ops.shape(inputs)[0], units), dtype=projected.dtype)
+
+    def step(carry, xs):
+        h, c = carry
+        h, c = lstm_cell(xs[0] + ops.matmul(h, recurrent_kernel), c)
+        return (h, c), h
+
+    states = scan(step, (zeros, zeros), [projected], ops.shape(inputs)[1])
+    return ops.transpose(states, (1, 0, 2))

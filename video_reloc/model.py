@@ -1,0 +1,172 @@
+"""The video re-localization model of Feng et al. (ECCV 2018), Fig. 2."""
+
+from __future__ import annotations
+
+import keras
+
+from video_reloc.layers import AttentionMatching, LocalizerHead, SequenceLSTM
+
+INPUT_KEYS = ("query", "query_length", "reference", "reference_length")
+
+# The model variants of Table 2 of the paper, as switches of one model.
+ABLATIONS = {
+    "base": {"cross_gating": False, "matching": "concat"},
+    "base_cross_gating": {"cross_gating": True, "matching": "concat"},
+    "base_bilinear": {"cross_gating": False, "matching": "bilinear"},
+    "full": {"cross_gating": True, "matching": "bilinear"},
+}
+
+
+@keras.saving.register_keras_serializable(package="video_reloc")
+class VideoRelocModel(keras.Model):
+    """Cross gated bilinear matching model for video re-localization.
+
+    - Eq. (1): one LSTM, shared by query and reference, encodes the features; dropout follows
+      (the original release keeps 0.6 of the units).
+    - Eqs. (2)-(7): `AttentionMatching`, forward and backward; dropout follows (keeps 0.8).
+    - Eq. (8): `LocalizerHead`, per-step log-probabilities of start, end, inside, outside.
+
+    Padding is never read by a valid step: the LSTMs are causal, the backward matching reverses
+    within the valid length, and the attention softmax masks query steps past `query_length`.
+
+    Args:
+        units: Hidden size l of every LSTM (128).
+        bilinear_rank: Rank k of the factorized bilinear matching (8).
+        cross_gating: Whether to use cross gating, Eq. (3) (Table 2 ablation switch).
+        matching: `"bilinear"` (Eq. 5) or `"concat"` (Table 2 ablation switch).
+        encoder_dropout: Dropout rate after the encoder (0.4, i.e. keep 0.6).
+        matching_dropout: Dropout rate after the matching (0.2, i.e. keep 0.8).
+        **kwargs: Base model arguments.
+
+    Call arguments:
+        inputs: A dict with `query` `(B, Tq, D)` float32, `query_length` `(B,)` int32,
+            `reference` `(B, Tr, D)` float32 and `reference_length` `(B,)` int32.
+        training: Whether dropout is active.
+        return_attention: Whether to add the forward attention map to the outputs.
+
+    Returns:
+        A dict with `log_probabilities` of shape `(B, Tr, 4)` and, with `return_attention`,
+        `attention` of shape `(B, Tr, Tq)`.
+    """
+
+    def __init__(
+        self,
+        units: int = 128,
+        bilinear_rank: int = 8,
+        cross_gating: bool = True,
+        matching: str = "bilinear",
+        encoder_dropout: float = 0.4,
+        matching_dropout: float = 0.2,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = units
+        self.bilinear_rank = bilinear_rank
+        self.cross_gating = cross_gating
+        self.matching = matching
+        self.encoder_dropout = encoder_dropout
+        self.matching_dropout = matching_dropout
+        self.encoder = SequenceLSTM(units, name="encoder")
+        self.encoder_dropout_layer = keras.layers.Dropout(encoder_dropout, name="encoder_dropout")
+        self.matching_layer = AttentionMatching(
+            units=units,
+            cross_gating=cross_gating,
+            matching=matching,
+            bilinear_rank=bilinear_rank,
+            name="matching",
+        )
+        self.matching_dropout_layer = keras.layers.Dropout(
+            matching_dropout, name="matching_dropout"
+        )
+        self.localizer = LocalizerHead(units=units, name="localizer")
+
+    def build(self, input_shape):
+        feature_dim = input_shape["reference"][-1]
+        if input_shape["query"][-1] != feature_dim:
+            raise ValueError(
+                "query and reference features must have the same dimension; got "
+                f"{input_shape['query'][-1]} and {feature_dim}."
+            )
+        self.encoder.build((None, None, feature_dim))
+        self.matching_layer.build((None, None, self.units), (None, None, self.units))
+        self.localizer.build((None, None, 2 * self.units))
+        self.built = True
+
+    def call(self, inputs, training=False, return_attention=False):
+        missing = [key for key in INPUT_KEYS if key not in inputs]
+        if missing:
+            raise KeyError(f"VideoRelocModel inputs lack {missing}; expected keys {INPUT_KEYS}.")
+        query = self.encoder_dropout_layer(self.encoder(inputs["query"]), training=training)
+        reference = self.encoder_dropout_layer(self.encoder(inputs["reference"]), training=training)
+        matched = self.matching_layer(
+            query,
+            reference,
+            query_length=inputs["query_length"],
+            reference_length=inputs["reference_length"],
+            return_attention=return_attention,
+        )
+        outputs = {}
+        if return_attention:
+            matched, outputs["attention"] = matched
+        matched = self.matching_dropout_layer(matched, training=training)
+        outputs["log_probabilities"] = self.localizer(matched)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "bilinear_rank": self.bilinear_rank,
+                "cross_gating": self.cross_gating,
+                "matching": self.matching,
+                "encoder_dropout": self.encoder_dropout,
+                "matching_dropout": self.matching_dropout,
+            }
+        )
+        return config
+
+
+def build_model(
+    feature_dim: int,
+    ablation: str = "full",
+    units: int = 128,
+    bilinear_rank: int = 8,
+    encoder_dropout: float = 0.4,
+    matching_dropout: float = 0.2,
+    seed: int | None = None,
+) -> VideoRelocModel:
+    """Makes and builds a `VideoRelocModel` for features of size `feature_dim`.
+
+    Args:
+        feature_dim: D, the size of one feature vector.
+        ablation: A key of `ABLATIONS`: `full`, `base`, `base_cross_gating`, `base_bilinear`.
+        units: Hidden size l.
+        bilinear_rank: Rank k.
+        encoder_dropout: Dropout rate after the encoder.
+        matching_dropout: Dropout rate after the matching.
+        seed: If given, seeds Keras' random generators before the weights are made.
+
+    Returns:
+        A built model.
+    """
+    if ablation not in ABLATIONS:
+        raise ValueError(f"Unknown ablation {ablation!r}; choose one of {sorted(ABLATIONS)}.")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    model = VideoRelocModel(
+        units=units,
+        bilinear_rank=bilinear_rank,
+        encoder_dropout=encoder_dropout,
+        matching_dropout=matching_dropout,
+        **ABLATIONS[ablation],
+    )
+    model.build(
+        {
+            "query": (None, None, feature_dim),
+            "query_length": (None,),
+            "reference": (None, None, feature_dim),
+            "reference_length": (None,),
+        }
+    )
+    return model
