@@ -15,19 +15,20 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1",
     "tensorboard>=2.21,<2.22",
     "tqdm",
+    # The REST server of video_reloc.serving (video-reloc-serve).
+    "werkzeug>=3",
 ]
 
 EXTRAS_REQUIRE = {
     # The `tfds build` command needs apache_beam and mlcroissant to start; tfds.testing needs dill.
     "tfds-cli": ["apache_beam", "mlcroissant"],
-    "serve": ["werkzeug>=3"],
+    "serve": [],  # kept for `pip install video-reloc[serve]`; werkzeug is now a requirement
     "test": [
         "pytest>=8",
         "ruff>=0.6",
         "dill",
         "apache_beam",
         "mlcroissant",
-        "werkzeug>=3",
     ],
 }
 
@@ -35,6 +36,9 @@ CONSOLE_SCRIPTS = [
     "video-reloc-train=video_reloc_bin.train:run",
     "video-reloc-evaluate=video_reloc_bin.evaluate:run",
     "video-reloc-export=video_reloc_bin.export:run",
+    "video-reloc-serve=video_reloc_bin.serve:run",
+    "video-reloc-relocalize=video_reloc_bin.relocalize:run",
+    "video-reloc-benchmark=video_reloc_bin.benchmark:run",
 ]
 
 setup(

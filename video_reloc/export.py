@@ -1,4 +1,26 @@
-"""SavedModel export with the serving signature (TensorFlow Serving layout BASE/<version>/)."""
+"""SavedModel export with the serving signature (TensorFlow Serving layout BASE/<version>/).
+
+The exported model stands alone: `tf.saved_model.load`, `saved_model_cli run` and TensorFlow
+Serving run it without this package. Its `serving_default` signature takes
+
+- `query` `(B, Tq, D)` float32, `query_length` `(B,)` int32,
+- `reference` `(B, Tr, D)` float32, `reference_length` `(B,)` int32,
+
+and returns
+
+- `start`, `end` `(B,)` int32: the most probable segment of Eq. (12), in feature indices of
+  the reference, end exclusive;
+- `score` `(B,)` float32: its log-score (log of Eq. 12);
+- `probabilities` `(B, Tr, 4)` float32: per-step probabilities of (start, end, inside, outside);
+- `attention` `(B, Tr, Tq)` float32: the forward matching's attention over the query.
+
+With `jit_compile=True` (the default) the model runs as one XLA cluster, about five times
+faster on a CPU than op by op. XLA compiles once per input shape, so the signature first pads
+the batch to a power of two (multiples of 64 past 64), the query to a multiple of
+`query_bucket` and the reference to a multiple of `reference_bucket`, and slices the outputs
+back: the model never lets padding change a valid step, so the answers are those of the
+unpadded inputs, and a server meets a handful of shapes instead of one per request.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +31,73 @@ import tensorflow as tf
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.model import VideoRelocModel
 
+SIGNATURE_NAME = "serving_default"
+INPUT_NAMES = ("query", "query_length", "reference", "reference_length")
+OUTPUT_NAMES = ("start", "end", "score", "probabilities", "attention")
+QUERY_BUCKET = 16
+REFERENCE_BUCKET = 50
+BATCH_BUCKET = 64  # batches pad to 1, 2, 4, ..., 64, then to multiples of 64
+
+
+def _round_up(size: tf.Tensor, multiple: int) -> tf.Tensor:
+    """The smallest multiple of `multiple` that is at least `size` (and at least `multiple`)."""
+    return tf.maximum((size + multiple - 1) // multiple, 1) * multiple
+
+
+def _batch_bucket(size: tf.Tensor) -> tf.Tensor:
+    """Powers of two up to `BATCH_BUCKET`, then multiples of it."""
+    powers = tf.constant([2**i for i in range(BATCH_BUCKET.bit_length())], tf.int32)
+    index = tf.searchsorted(powers, tf.reshape(size, [1]), side="left")[0]
+    power = tf.gather(powers, tf.minimum(index, len(powers) - 1))
+    return tf.where(size <= BATCH_BUCKET, power, _round_up(size, BATCH_BUCKET))
+
+
+def _pad_to(tensor: tf.Tensor, axis: int, size: tf.Tensor) -> tf.Tensor:
+    """Zero-pads `tensor` at the end of `axis` up to `size`."""
+    rank = len(tensor.shape)
+    paddings = [[0, 0]] * rank
+    paddings[axis] = [0, size - tf.shape(tensor)[axis]]
+    return tf.pad(tensor, paddings)
+
 
 class RelocalizationModule(tf.Module):
     """A `tf.Module` whose `serve` function is the `serving_default` signature.
 
     Inputs: `query` `(B, Tq, D)` float32, `query_length` `(B,)` int32, `reference` `(B, Tr, D)`
-    float32, `reference_length` `(B,)` int32. Outputs: `start`, `end` `(B,)` int32 (feature
-    indices, end exclusive), `score` `(B,)` float32 (log of Eq. 12), `probabilities`
-    `(B, Tr, 4)` float32 and `attention` `(B, Tr, Tq)` float32 (forward matching).
+    float32, `reference_length` `(B,)` int32. Lengths are clipped to the arrays' steps.
+    Outputs: `start`, `end` `(B,)` int32 (feature indices, end exclusive), `score` `(B,)`
+    float32 (log of Eq. 12), `probabilities` `(B, Tr, 4)` float32 and `attention`
+    `(B, Tr, Tq)` float32 (forward matching).
+
+    Args:
+        model: A built `VideoRelocModel`.
+        feature_dim: D.
+        max_segment_length: The longest segment decoded, in features.
+        jit_compile: Whether to compile the model and the decoding with XLA, on inputs padded to
+            bucketed shapes.
+        query_bucket: With XLA, the query is padded to a multiple of this.
+        reference_bucket: With XLA, the reference is padded to a multiple of this.
     """
 
     def __init__(
-        self, model: VideoRelocModel, feature_dim: int, max_segment_length: int = MAX_SEGMENT_LENGTH
+        self,
+        model: VideoRelocModel,
+        feature_dim: int,
+        max_segment_length: int = MAX_SEGMENT_LENGTH,
+        jit_compile: bool = True,
+        query_bucket: int = QUERY_BUCKET,
+        reference_bucket: int = REFERENCE_BUCKET,
     ):
         super().__init__()
         self.model = model
+        # The raw tf.Variables, tracked as such: session-based loaders (`saved_model_cli run`,
+        # TensorFlow Serving) restore only variables the object graph holds as tf.Variable.
+        self.model_variables = [variable.value for variable in model.variables]
         self.max_segment_length = max_segment_length
+        self.jit_compile = jit_compile
+        self.query_bucket = query_bucket
+        self.reference_bucket = reference_bucket
+        self.relocalize = tf.function(self._relocalize, jit_compile=jit_compile)
         self.serve = tf.function(
             self._serve,
             input_signature=[
@@ -35,7 +108,7 @@ class RelocalizationModule(tf.Module):
             ],
         )
 
-    def _serve(self, query, query_length, reference, reference_length):
+    def _relocalize(self, query, query_length, reference, reference_length):
         outputs = self.model(
             {
                 "query": query,
@@ -50,12 +123,35 @@ class RelocalizationModule(tf.Module):
         start, end, score = decode_segments(
             log_probabilities, reference_length, self.max_segment_length
         )
+        return start, end, score, tf.exp(log_probabilities), outputs["attention"]
+
+    def _serve(self, query, query_length, reference, reference_length):
+        batch = tf.shape(query)[0]
+        query_steps = tf.shape(query)[1]
+        reference_steps = tf.shape(reference)[1]
+        query_length = tf.clip_by_value(query_length, 0, query_steps)
+        reference_length = tf.clip_by_value(reference_length, 0, reference_steps)
+        if self.jit_compile:
+            padded_batch = _batch_bucket(batch)
+            query = _pad_to(query, 1, _round_up(query_steps, self.query_bucket))
+            reference = _pad_to(reference, 1, _round_up(reference_steps, self.reference_bucket))
+            query, reference = _pad_to(query, 0, padded_batch), _pad_to(reference, 0, padded_batch)
+            # Padding rows hold one zero step each: they are computed and thrown away.
+            query_length = _pad_to(query_length, 0, padded_batch) + tf.cast(
+                tf.range(padded_batch) >= batch, tf.int32
+            )
+            reference_length = _pad_to(reference_length, 0, padded_batch) + tf.cast(
+                tf.range(padded_batch) >= batch, tf.int32
+            )
+        start, end, score, probabilities, attention = self.relocalize(
+            query, query_length, reference, reference_length
+        )
         return {
-            "start": start,
-            "end": end,
-            "score": score,
-            "probabilities": tf.exp(log_probabilities),
-            "attention": outputs["attention"],
+            "start": start[:batch],
+            "end": end[:batch],
+            "score": score[:batch],
+            "probabilities": probabilities[:batch, :reference_steps],
+            "attention": attention[:batch, :reference_steps, :query_steps],
         }
 
 
@@ -71,6 +167,8 @@ def export_saved_model(
     export_base: str | pathlib.Path,
     version: int | None = None,
     feature_dim: int | None = None,
+    jit_compile: bool = True,
+    max_segment_length: int = MAX_SEGMENT_LENGTH,
 ) -> pathlib.Path:
     """Writes `model` as a SavedModel under `export_base/<version>/`.
 
@@ -79,6 +177,8 @@ def export_saved_model(
         export_base: The model's base path (TensorFlow Serving's `--model_base_path`).
         version: The version folder; `None` takes the next free number.
         feature_dim: D; `None` reads it from the encoder's kernel.
+        jit_compile: Whether the signature runs the model with XLA (see the module docstring).
+        max_segment_length: The longest segment decoded, in features.
 
     Returns:
         The version folder written.
@@ -89,8 +189,10 @@ def export_saved_model(
     path = pathlib.Path(export_base) / str(version)
     if path.exists():
         raise FileExistsError(f"SavedModel version folder {path} already exists.")
-    module = RelocalizationModule(model, feature_dim)
+    module = RelocalizationModule(
+        model, feature_dim, max_segment_length=max_segment_length, jit_compile=jit_compile
+    )
     tmp = path.with_name(f".{path.name}.tmp")
-    tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
     tmp.rename(path)  # a half-written export never looks like a version
     return path

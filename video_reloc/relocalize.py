@@ -1,0 +1,384 @@
+"""One query against a reference of any length: overlapping windows merged by temporal NMS.
+
+The model was trained on references of at most 300 features (`WINDOW`). A longer reference,
+an hour of video being thousands of features, is cut into windows of that length every
+`stride` features (the last window aligned to the reference's end), the windows are run in
+batches through an exported SavedModel (or a Keras model), each window proposes its best
+segments by Eq. (12), converted to indices of the whole reference, and temporal non-maximum
+suppression keeps the best `top_k` that overlap each other by less than `nms_threshold` tIoU.
+The work is one model call per window, so the cost grows linearly with the reference.
+
+With the default stride of half a window, every segment of at most `window - stride`
+features (the decoder's limit is 64) lies whole inside some window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from video_reloc.decode import MAX_SEGMENT_LENGTH, segment_scores
+
+WINDOW = 300  # the training references' longest length, in features
+FRAMES_PER_FEATURE = 16  # C3D: 16 frames per feature after keeping every other HDF5 row
+DEFAULT_FPS = 30.0
+HDF5_SUFFIXES = (".h5", ".hdf5")
+
+Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """A segment of the reference, `[start, end)` in features and in seconds.
+
+    Attributes:
+        start: First feature index.
+        end: One past the last feature index.
+        score: Log-score of Eq. (12) in the window that proposed it (higher is better).
+        start_seconds: `start * seconds_per_feature`.
+        end_seconds: `end * seconds_per_feature`.
+    """
+
+    start: int
+    end: int
+    score: float
+    start_seconds: float
+    end_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def window_starts(steps: int, window: int = WINDOW, stride: int = WINDOW // 2) -> list[int]:
+    """Starts of windows of `window` features every `stride`, the last one ending at `steps`.
+
+    Args:
+        steps: The reference's length.
+        window: The window length.
+        stride: The step between window starts (at most `window`, so windows cover all steps).
+
+    Returns:
+        Ascending starts; `[0]` if the reference is no longer than a window.
+    """
+    if not 0 < stride <= window:
+        raise ValueError(f"stride must be within 1..window ({window}), got {stride}")
+    if steps <= window:
+        return [0]
+    starts = list(range(0, steps - window + 1, stride))
+    if starts[-1] != steps - window:
+        starts.append(steps - window)
+    return starts
+
+
+def temporal_nms(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    scores: np.ndarray,
+    threshold: float = 0.5,
+    top_k: int | None = None,
+) -> np.ndarray:
+    """Greedy non-maximum suppression of `[start, end)` segments by tIoU.
+
+    Args:
+        starts, ends, scores: `(N,)` segments and their scores.
+        threshold: A segment is dropped if its tIoU with a kept, better one exceeds this.
+        top_k: Stop after keeping this many; `None` keeps all survivors.
+
+    Returns:
+        Indices of the kept segments, best first.
+    """
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    for index in order:
+        if keep:
+            kept = np.asarray(keep)
+            inter = np.maximum(
+                0, np.minimum(ends[kept], ends[index]) - np.maximum(starts[kept], starts[index])
+            )
+            union = np.maximum(ends[kept], ends[index]) - np.minimum(starts[kept], starts[index])
+            if np.any(inter / np.maximum(union, 1) > threshold):
+                continue
+        keep.append(int(index))
+        if top_k is not None and len(keep) >= top_k:
+            break
+    return np.asarray(keep, dtype=np.int64)
+
+
+def load_predictor(model: Any) -> tuple[Predictor, int]:
+    """A function from a batch to per-step probabilities, and the feature dimension D.
+
+    Args:
+        model: A SavedModel folder (a version folder, or a base folder whose highest numeric
+            version is taken), a loaded SavedModel or its signature, or a Keras
+            `VideoRelocModel`.
+
+    Returns:
+        `(predict, feature_dim)`: `predict(query, query_length, reference, reference_length)`
+        takes numpy arrays `(B, Tq, D)`, `(B,)`, `(B, Tr, D)`, `(B,)` and returns
+        probabilities `(B, Tr, 4)`.
+    """
+    if isinstance(model, str | pathlib.Path):
+        path = pathlib.Path(model)
+        if not (path / "saved_model.pb").exists():
+            versions = [
+                int(p.name)
+                for p in path.glob("*")
+                if p.name.isdigit() and (p / "saved_model.pb").exists()
+            ]
+            if not versions:
+                raise FileNotFoundError(f"no SavedModel in {path} nor in a version folder of it")
+            path = path / str(max(versions))
+        model = tf.saved_model.load(str(path))
+    if hasattr(model, "signatures") and "serving_default" in getattr(model, "signatures", {}):
+        model = model.signatures["serving_default"]
+    if isinstance(model, tf.types.experimental.ConcreteFunction):
+        signature = model
+        feature_dim = int(signature.structured_input_signature[1]["query"].shape[-1])
+
+        def predict(query, query_length, reference, reference_length):
+            outputs = signature(
+                query=tf.constant(query, tf.float32),
+                query_length=tf.constant(query_length, tf.int32),
+                reference=tf.constant(reference, tf.float32),
+                reference_length=tf.constant(reference_length, tf.int32),
+            )
+            return outputs["probabilities"].numpy()
+
+        return predict, feature_dim
+
+    keras_model = model
+    feature_dim = int(keras_model.encoder.kernel.shape[0])
+
+    @tf.function(reduce_retracing=True)
+    def keras_probabilities(query, query_length, reference, reference_length):
+        outputs = keras_model(
+            {
+                "query": query,
+                "query_length": query_length,
+                "reference": reference,
+                "reference_length": reference_length,
+            },
+            training=False,
+        )
+        return tf.exp(outputs["log_probabilities"])
+
+    def predict(query, query_length, reference, reference_length):
+        return keras_probabilities(
+            tf.constant(query, tf.float32),
+            tf.constant(query_length, tf.int32),
+            tf.constant(reference, tf.float32),
+            tf.constant(reference_length, tf.int32),
+        ).numpy()
+
+    return predict, feature_dim
+
+
+def _window_batches(
+    reference: np.ndarray, starts: list[int], window: int, batch_size: int
+) -> Iterator[tuple[list[int], np.ndarray]]:
+    for first in range(0, len(starts), batch_size):
+        chunk = starts[first : first + batch_size]
+        yield chunk, np.stack([reference[s : s + window] for s in chunk])
+
+
+def relocalize(
+    model: Any,
+    query: np.ndarray,
+    reference: np.ndarray,
+    top_k: int = 5,
+    window: int = WINDOW,
+    stride: int = WINDOW // 2,
+    nms_threshold: float = 0.5,
+    seconds_per_feature: float = FRAMES_PER_FEATURE / DEFAULT_FPS,
+    batch_size: int = 64,
+    candidates_per_window: int = 16,
+    max_segment_length: int = MAX_SEGMENT_LENGTH,
+) -> list[Segment]:
+    """Finds the `top_k` segments of `reference` that match `query`, for any reference length.
+
+    Args:
+        model: A SavedModel path, a loaded SavedModel or signature, a Keras model, or a
+            predictor from `load_predictor` given as `(predict, feature_dim)`.
+        query: `(Tq, D)` query features.
+        reference: `(Tr, D)` reference features, any `Tr >= 1`.
+        top_k: How many segments to return.
+        window: Window length in features (the training references' length).
+        stride: Features between window starts.
+        nms_threshold: Segments overlapping a better one by more than this tIoU are dropped.
+        seconds_per_feature: Seconds per feature (frames per feature / fps).
+        batch_size: Windows per model call.
+        candidates_per_window: Best segments each window proposes before the merge.
+        max_segment_length: The longest segment, in features.
+
+    Returns:
+        Up to `top_k` segments, best first, in features and seconds of the whole reference.
+    """
+    predict, feature_dim = model if isinstance(model, tuple) else load_predictor(model)
+    query = np.asarray(query, np.float32)
+    reference = np.asarray(reference, np.float32)
+    for name, array in (("query", query), ("reference", reference)):
+        if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] != feature_dim:
+            raise ValueError(
+                f"{name}: expected shape (steps >= 1, {feature_dim}), got {array.shape}"
+            )
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name}: NaN or infinite values")
+    steps = reference.shape[0]
+    window = min(window, steps)
+    starts = window_starts(steps, window, min(stride, window))
+    candidate_starts, candidate_ends, candidate_scores = [], [], []
+    for chunk, windows in _window_batches(reference, starts, window, batch_size):
+        count = len(chunk)
+        probabilities = predict(
+            np.broadcast_to(query, (count, *query.shape)),
+            np.full((count,), query.shape[0], np.int32),
+            windows,
+            np.full((count,), window, np.int32),
+        )
+        log_probabilities = np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
+        scores = segment_scores(
+            log_probabilities, np.full((count,), window, np.int32), max_segment_length
+        )  # (count, L, window): segment [s, s + d] at [d, s]
+        flat = tf.reshape(scores, (count, -1))
+        k = min(candidates_per_window, int(flat.shape[1]))
+        best_scores, best = tf.math.top_k(flat, k=k)
+        best, best_scores = best.numpy(), best_scores.numpy()
+        length_minus_one, start = best // window, best % window
+        offsets = np.asarray(chunk)[:, None]
+        valid = np.isfinite(best_scores)
+        candidate_starts.append((start + offsets)[valid])
+        candidate_ends.append((start + length_minus_one + 1 + offsets)[valid])
+        candidate_scores.append(best_scores[valid])
+    all_starts = np.concatenate(candidate_starts)
+    all_ends = np.concatenate(candidate_ends)
+    all_scores = np.concatenate(candidate_scores)
+    keep = temporal_nms(all_starts, all_ends, all_scores, nms_threshold, top_k)
+    return [
+        Segment(
+            start=int(all_starts[i]),
+            end=int(all_ends[i]),
+            score=float(all_scores[i]),
+            start_seconds=float(all_starts[i] * seconds_per_feature),
+            end_seconds=float(all_ends[i] * seconds_per_feature),
+        )
+        for i in keep
+    ]
+
+
+def load_features(
+    source: str | pathlib.Path,
+    subsample: int | None = None,
+    feature_name: str = "c3d_features",
+    feature_range: tuple[int | None, int | None] | None = None,
+) -> np.ndarray:
+    """Reads a video's features from a `.npy` file or an HDF5 file in the ActivityNet layout.
+
+    Args:
+        source: `features.npy` (an array `(T, D)`), or `features.hdf5:VIDEO` for the dataset
+            `feature_name` of group `VIDEO` (or `v_VIDEO`), as in ActivityNet's
+            `sub_activitynet_v1-3.c3d.hdf5`.
+        subsample: Keep every `subsample`-th row; `None` means 2 for HDF5 (ActivityNet's
+            C3D rows come every 8 frames, the model's every 16) and 1 for `.npy`.
+        feature_name: The HDF5 dataset name inside a video's group.
+        feature_range: `(start, end)` rows to keep after subsampling (a query cut from a
+            longer video); `None` keeps all.
+
+    Returns:
+        `(T, D)` float32 features.
+    """
+    text = str(source)
+    path, _, video = text.rpartition(":")
+    if path.lower().endswith(HDF5_SUFFIXES) and video:
+        import h5py  # only HDF5 sources need it
+
+        with h5py.File(path, "r") as h5:
+            group = video if video in h5 else f"v_{video}"
+            if group not in h5:
+                raise KeyError(f"{path}: no group {video!r} nor 'v_{video}'")
+            if feature_name not in h5[group]:
+                raise KeyError(f"{path}: group {group!r} has no dataset {feature_name!r}")
+            features = h5[group][feature_name][()]
+        default_subsample = 2
+    elif text.lower().endswith(HDF5_SUFFIXES):
+        raise ValueError(f"{text}: name the video, as in {text}:VIDEO_ID")
+    else:
+        features = np.load(text, allow_pickle=False)
+        default_subsample = 1
+    features = np.asarray(features, np.float32)[:: subsample or default_subsample]
+    if feature_range is not None:
+        features = features[slice(*feature_range)]
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise ValueError(
+            f"{text}: expected features of shape (steps >= 1, D), got {features.shape}"
+        )
+    return features
+
+
+def parse_feature_range(text: str | None) -> tuple[int | None, int | None] | None:
+    """`"START:END"` (either may be empty) to `(start, end)`; `None` or `""` to `None`."""
+    if not text:
+        return None
+    start, colon, end = text.partition(":")
+    try:
+        if not colon:
+            raise ValueError
+        return (int(start) if start else None, int(end) if end else None)
+    except ValueError:
+        raise ValueError(f"expected START:END feature indices, got {text!r}") from None
+
+
+def relocalize_files(
+    model: str,
+    query: str,
+    reference: str,
+    top_k: int = 5,
+    window: int = WINDOW,
+    stride: int = WINDOW // 2,
+    nms_threshold: float = 0.5,
+    fps: float = DEFAULT_FPS,
+    frames_per_feature: int = FRAMES_PER_FEATURE,
+    subsample: int | None = None,
+    feature_name: str = "c3d_features",
+    query_range: str | tuple[int | None, int | None] | None = None,
+    batch_size: int = 64,
+) -> list[Segment]:
+    """`relocalize` on features read by `load_features` (the console script's function).
+
+    Args:
+        model: A SavedModel base or version folder.
+        query: The query's features (`.npy` or `file.hdf5:VIDEO`).
+        reference: The reference's features (`.npy` or `file.hdf5:VIDEO`).
+        top_k: How many segments to return.
+        window: Window length in features.
+        stride: Features between window starts.
+        nms_threshold: tIoU above which a worse segment is dropped.
+        fps: The videos' frame rate, for seconds.
+        frames_per_feature: Frames per (kept) feature, for seconds.
+        subsample: Keep every `subsample`-th feature row (see `load_features`).
+        feature_name: The HDF5 dataset name.
+        query_range: `(start, end)` or `"START:END"`: features of the query video to use.
+        batch_size: Windows per model call.
+
+    Returns:
+        Up to `top_k` segments, best first.
+    """
+    if isinstance(query_range, str):
+        query_range = parse_feature_range(query_range)
+    query_features = load_features(query, subsample, feature_name, query_range)
+    reference_features = load_features(reference, subsample, feature_name)
+    return relocalize(
+        model,
+        query_features,
+        reference_features,
+        top_k=top_k,
+        window=window,
+        stride=stride,
+        nms_threshold=nms_threshold,
+        seconds_per_feature=frames_per_feature / fps,
+        batch_size=batch_size,
+    )

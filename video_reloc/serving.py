@@ -1,0 +1,1022 @@
+"""A REST server for exported SavedModels that speaks TensorFlow Serving's REST API.
+
+A client written for TensorFlow Serving works unchanged:
+
+- `GET /v1/models/NAME[/versions/N]`: version status (`model_version_status`).
+- `GET /v1/models/NAME[/versions/N]/metadata`: `model_spec` and the signature defs.
+- `POST /v1/models/NAME[/versions/N]:predict`: the row format (`{"instances": [...]}` answered
+  with `{"predictions": [...]}`) and the columnar format (`{"inputs": {...}}` answered with
+  `{"outputs": {...}}`).
+
+Models are loaded with `tf.saved_model.load` only: the server needs neither the training code
+nor the dataset builder. Every bad request gets HTTP 400 (404 for an unknown model or version)
+and a JSON `{"error": ...}` that names the offending field; requests are queued per model
+version and, with batching on, concurrent requests are padded to common lengths and run as
+one batch (the model never lets padding change a valid step).
+
+HTTP is Werkzeug's (`werkzeug.serving.make_server`, threaded); configuration files use the
+text protobuf format of TensorFlow Serving (`--model_config_file`,
+`--batching_parameters_file`), read by the small parser below.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import pathlib
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+from werkzeug import exceptions as http_exceptions
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_REST_API_PORT = 8501
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+DEFAULT_TIMEOUT_MS = 30_000
+PREDICT_METHOD = "tensorflow/serving/predict"
+
+# Inputs `x_length` count the valid steps (axis 1) of input `x`; outputs' step axes follow the
+# inputs named here, so merged and padded requests can be cut back to their own lengths.
+LENGTH_SUFFIX = "_length"
+OUTPUT_STEP_AXES: dict[str, tuple[str, ...]] = {
+    "probabilities": ("reference",),
+    "attention": ("reference", "query"),
+}
+
+logger = logging.getLogger(__name__)
+
+
+class ServingError(Exception):
+    """A request the server refuses: an HTTP status and a message naming the field."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------
+# Text protobuf configuration files.
+
+
+class ConfigError(ValueError):
+    """A configuration file that does not parse or holds unknown fields."""
+
+
+_TOKEN = re.compile(
+    r"""(?P<space>\s+|\#[^\n]*)
+      | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+      | (?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)
+      | (?P<name>[A-Za-z_][\w.]*)
+      | (?P<punct>[{}<>:\[\],;])""",
+    re.VERBOSE,
+)
+
+
+def _tokenize(text: str, source: str) -> list[tuple[str, str, int]]:
+    tokens, position, line = [], 0, 1
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None:
+            raise ConfigError(f"{source} line {line}: unexpected character {text[position]!r}")
+        kind, value = match.lastgroup, match.group()
+        if kind != "space":
+            tokens.append((kind, value, line))
+        line += value.count("\n")
+        position = match.end()
+    return tokens
+
+
+def parse_text_proto(text: str, source: str = "config") -> dict[str, list[Any]]:
+    """Parses protobuf text format into nested dicts, without a schema.
+
+    Every field maps to the list of its values (fields may repeat); a message value is such a
+    dict, a scalar is a `str` (strings unquoted, adjacent strings joined), `int`, `float` or,
+    for an identifier (an enum or a boolean), a `str`.
+
+    Args:
+        text: The file's text.
+        source: A name for error messages.
+
+    Returns:
+        The top-level message.
+
+    Raises:
+        ConfigError: On a syntax error, with its line.
+    """
+    tokens = _tokenize(text, source)
+    position = 0
+
+    def error(message: str) -> ConfigError:
+        line = tokens[min(position, len(tokens) - 1)][2] if tokens else 1
+        return ConfigError(f"{source} line {line}: {message}")
+
+    def peek() -> tuple[str, str, int] | None:
+        return tokens[position] if position < len(tokens) else None
+
+    def take(value: str | None = None) -> tuple[str, str, int]:
+        nonlocal position
+        token = peek()
+        if token is None:
+            raise error(f"expected {value or 'a value'}, found the end of the file")
+        if value is not None and token[1] != value:
+            raise error(f"expected {value!r}, found {token[1]!r}")
+        position += 1
+        return token
+
+    def scalar() -> Any:
+        kind, value, _ = take()
+        if kind == "string":
+            parts = [value]
+            while (token := peek()) is not None and token[0] == "string":
+                parts.append(take()[1])
+            return "".join(
+                bytes(p[1:-1], "utf-8").decode("unicode_escape") if "\\" in p else p[1:-1]
+                for p in parts
+            )
+        if kind == "number":
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        if kind == "name":
+            return value
+        raise error(f"expected a value, found {value!r}")
+
+    def message(closing: str | None) -> dict[str, list[Any]]:
+        fields: dict[str, list[Any]] = {}
+        while True:
+            token = peek()
+            if token is None:
+                if closing is not None:
+                    raise error(f"expected {closing!r}, found the end of the file")
+                return fields
+            if token[1] == closing:
+                take()
+                return fields
+            kind, name, _ = take()
+            if kind != "name":
+                raise error(f"expected a field name, found {name!r}")
+            if (token := peek()) is not None and token[1] == ":":
+                take()
+            token = peek()
+            if token is not None and token[1] in ("{", "<"):
+                take()
+                values = [message("}" if token[1] == "{" else ">")]
+            elif token is not None and token[1] == "[":
+                take()
+                values = []
+                while (token := peek()) is not None and token[1] != "]":
+                    if token[1] in ("{", "<"):
+                        take()
+                        values.append(message("}" if token[1] == "{" else ">"))
+                    else:
+                        values.append(scalar())
+                    if (token := peek()) is not None and token[1] == ",":
+                        take()
+                take("]")
+            else:
+                values = [scalar()]
+            fields.setdefault(name, []).extend(values)
+            if (token := peek()) is not None and token[1] in (",", ";"):
+                take()
+
+    return message(None)
+
+
+def _check_fields(message: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    unknown = sorted(set(message) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; known: {sorted(allowed)}")
+
+
+def _single(message: Mapping[str, list[Any]], field: str, where: str, default: Any = None):
+    values = message.get(field, [])
+    if len(values) > 1:
+        raise ConfigError(f"{where}: field {field!r} given {len(values)} times")
+    return values[0] if values else default
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One model to serve, as in TensorFlow Serving's `ModelConfig`.
+
+    Attributes:
+        name: The model's name in URLs.
+        base_path: The folder holding numeric version folders.
+        versions: Versions to serve; empty means the latest `num_latest`.
+        num_latest: How many of the highest versions to serve when `versions` is empty;
+            0 serves all.
+    """
+
+    name: str
+    base_path: str
+    versions: tuple[int, ...] = ()
+    num_latest: int = 1
+
+
+def parse_model_config(text: str, source: str = "model config") -> list[ModelConfig]:
+    """Reads TensorFlow Serving's `--model_config_file` text format.
+
+    For example::
+
+        model_config_list {
+          config { name: 'reloc' base_path: '/models/reloc' model_platform: 'tensorflow' }
+          config {
+            name: 'reloc_ab' base_path: '/models/ab'
+            model_version_policy { specific { versions: 1 versions: 2 } }
+          }
+        }
+
+    `model_version_policy` may be `latest { num_versions: N }`, `all {}` or
+    `specific { versions: ... }`.
+
+    Args:
+        text: The file's text.
+        source: A name for error messages.
+
+    Returns:
+        The models, in file order.
+
+    Raises:
+        ConfigError: On a syntax error, an unknown field, a missing name or base path, a
+            platform other than `tensorflow` or a repeated name.
+    """
+    root = parse_text_proto(text, source)
+    _check_fields(root, ["model_config_list"], source)
+    config_list = _single(root, "model_config_list", source, {})
+    _check_fields(config_list, ["config"], f"{source}: model_config_list")
+    configs, names = [], set()
+    for index, config in enumerate(config_list.get("config", [])):
+        where = f"{source}: config #{index + 1}"
+        if not isinstance(config, dict):
+            raise ConfigError(f"{where}: expected a message")
+        _check_fields(
+            config, ["name", "base_path", "model_platform", "model_version_policy"], where
+        )
+        name = _single(config, "name", where)
+        base_path = _single(config, "base_path", where)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}: needs a name")
+        if not isinstance(base_path, str) or not base_path:
+            raise ConfigError(f"{where} ({name}): needs a base_path")
+        platform = _single(config, "model_platform", where, "tensorflow")
+        if platform != "tensorflow":
+            raise ConfigError(f"{where} ({name}): model_platform {platform!r} is not 'tensorflow'")
+        if name in names:
+            raise ConfigError(f"{where}: model name {name!r} is used twice")
+        names.add(name)
+        versions, num_latest = (), 1
+        policy = _single(config, "model_version_policy", where)
+        if policy is not None:
+            _check_fields(policy, ["latest", "all", "specific"], f"{where}: model_version_policy")
+            if len(policy) != 1:
+                raise ConfigError(f"{where}: model_version_policy needs exactly one policy")
+            kind, (value,) = next(iter(policy.items()))
+            if kind == "latest":
+                _check_fields(value, ["num_versions"], f"{where}: latest")
+                num_latest = int(_single(value, "num_versions", where, 1))
+                if num_latest < 1:
+                    raise ConfigError(f"{where}: latest num_versions must be at least 1")
+            elif kind == "all":
+                num_latest = 0
+            else:
+                _check_fields(value, ["versions"], f"{where}: specific")
+                versions = tuple(int(v) for v in value.get("versions", []))
+                if not versions:
+                    raise ConfigError(f"{where}: specific policy lists no versions")
+        configs.append(ModelConfig(name, base_path, versions, num_latest))
+    if not configs:
+        raise ConfigError(f"{source}: no model configured")
+    return configs
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingParameters:
+    """Request batching, as TensorFlow Serving's `--batching_parameters_file` sets it.
+
+    Attributes:
+        max_batch_size: The most rows run together; a larger request runs alone.
+        batch_timeout_micros: How long the first request of a batch waits for others; 0 takes
+            only what is already queued (no added latency).
+        max_enqueued_batches: With `max_batch_size`, bounds the queued rows; past it, requests
+            get HTTP 503.
+        num_batch_threads: Batches run at the same time per model version.
+    """
+
+    max_batch_size: int = 64
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 100
+    num_batch_threads: int = 1
+
+
+def parse_batching_parameters(text: str, source: str = "batching parameters") -> BatchingParameters:
+    """Reads TensorFlow Serving's `--batching_parameters_file` text format.
+
+    For example `max_batch_size { value: 32 } batch_timeout_micros { value: 2000 }`. Fields of
+    TensorFlow Serving this server has no use for (`pad_variable_length_inputs`,
+    `allowed_batch_sizes`, ...) are accepted and ignored: it always pads variable lengths.
+
+    Raises:
+        ConfigError: On a syntax error or an unknown field.
+    """
+    root = parse_text_proto(text, source)
+    known = [field.name for field in dataclasses.fields(BatchingParameters)]
+    ignored = [
+        "allowed_batch_sizes",
+        "pad_variable_length_inputs",
+        "enable_large_batch_splitting",
+        "max_execution_batch_size",
+        "thread_pool_name",
+    ]
+    _check_fields(root, known + ignored, source)
+    values = {}
+    for field in known:
+        wrapper = _single(root, field, source)
+        if wrapper is not None:
+            value = (
+                _single(wrapper, "value", f"{source}: {field}")
+                if isinstance(wrapper, dict)
+                else wrapper
+            )
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{source}: {field} must be a non-negative integer")
+            values[field] = value
+    parameters = BatchingParameters(**values)
+    if parameters.max_batch_size < 1 or parameters.num_batch_threads < 1:
+        raise ConfigError(f"{source}: max_batch_size and num_batch_threads must be at least 1")
+    return parameters
+
+
+# --------------------------------------------------------------------------------------------
+# Models.
+
+
+def find_versions(base_path: str | pathlib.Path) -> list[int]:
+    """The numeric version folders under `base_path` that hold a SavedModel, ascending."""
+    base = pathlib.Path(base_path)
+    if not base.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in base.iterdir()
+        if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").exists()
+    )
+
+
+def _signature_defs(path: pathlib.Path) -> dict[str, Any]:
+    """The SavedModel's signature defs as TensorFlow Serving's metadata JSON shows them."""
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
+    meta_graph = saved_model.meta_graphs[0]
+    return {
+        name: json_format.MessageToDict(
+            signature,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+        for name, signature in meta_graph.signature_def.items()
+        if not name.startswith("__")
+    }
+
+
+class _Batcher:
+    """A queue per model version whose worker threads run requests, merged into batches.
+
+    Requests whose rows fit within `max_batch_size` are merged: inputs with steps (axis 1 of an
+    input `x` that has an `x_length`) are zero-padded to the longest, and each request gets its
+    outputs cut back to its own rows and steps.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+        parameters: BatchingParameters,
+        name: str,
+    ):
+        self._run = run
+        self._parameters = parameters
+        self._pending: collections.deque = collections.deque()
+        self._pending_rows = 0
+        self._condition = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batcher-{name}-{i}", daemon=True)
+            for i in range(parameters.num_batch_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> concurrent.futures.Future:
+        """Queues one request; its future gives the outputs (numpy) or raises."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        rows = len(next(iter(inputs.values())))
+        limit = self._parameters.max_batch_size * max(self._parameters.max_enqueued_batches, 1)
+        with self._condition:
+            if self._closed:
+                raise ServingError("the server is shutting down", 503)
+            if self._pending and self._pending_rows + rows > limit:
+                raise ServingError(f"the queue is full ({self._pending_rows} rows); retry", 503)
+            self._pending.append((inputs, rows, future))
+            self._pending_rows += rows
+            self._condition.notify()
+        return future
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    def _take_batch(self) -> list[tuple[dict[str, np.ndarray], int, concurrent.futures.Future]]:
+        parameters = self._parameters
+        with self._condition:
+            while not self._pending and not self._closed:
+                self._condition.wait()
+            if not self._pending:
+                return []
+            batch, rows = [], 0
+            deadline = time.monotonic() + parameters.batch_timeout_micros / 1e6
+            while True:
+                while self._pending and (
+                    not batch or rows + self._pending[0][1] <= parameters.max_batch_size
+                ):
+                    item = self._pending.popleft()
+                    self._pending_rows -= item[1]
+                    batch.append(item)
+                    rows += item[1]
+                remaining = deadline - time.monotonic()
+                full = rows >= parameters.max_batch_size or self._pending
+                if full or remaining <= 0 or self._closed:
+                    return batch
+                self._condition.wait(remaining)
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return
+            batch = [item for item in batch if item[2].set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            try:
+                results = _split(self._run(_merge([inputs for inputs, _, _ in batch])), batch)
+            except Exception as error:  # noqa: BLE001 - handed to the waiting requests
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, _, future), result in zip(batch, results):
+                future.set_result(result)
+
+
+def _step_inputs(inputs: Mapping[str, np.ndarray]) -> list[str]:
+    """Inputs whose axis 1 counts steps: those with a `<name>_length` input."""
+    return [name for name in inputs if f"{name}{LENGTH_SUFFIX}" in inputs]
+
+
+def _merge(requests: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenates requests along the batch, zero-padding step axes to the longest."""
+    if len(requests) == 1:
+        return requests[0]
+    merged = {}
+    for name in requests[0]:
+        arrays = [request[name] for request in requests]
+        if name in _step_inputs(requests[0]):
+            steps = max(array.shape[1] for array in arrays)
+            arrays = [
+                np.pad(array, [(0, 0), (0, steps - array.shape[1])] + [(0, 0)] * (array.ndim - 2))
+                for array in arrays
+            ]
+        merged[name] = np.concatenate(arrays, axis=0)
+    return merged
+
+
+def _split(outputs: dict[str, np.ndarray], batch: list) -> list[dict[str, np.ndarray]]:
+    """Cuts merged outputs back into each request's rows and step counts."""
+    results, offset = [], 0
+    for inputs, rows, _ in batch:
+        result = {}
+        for name, value in outputs.items():
+            value = value[offset : offset + rows]
+            for axis, source in enumerate(OUTPUT_STEP_AXES.get(name, ()), start=1):
+                if source in inputs:
+                    value = value[(slice(None),) * axis + (slice(0, inputs[source].shape[1]),)]
+            result[name] = value
+        results.append(result)
+        offset += rows
+    return results
+
+
+class ServedVersion:
+    """One loaded version of a model: its signatures, their input specs and its batcher.
+
+    Args:
+        name: The model's name.
+        version: The version number.
+        path: The version folder.
+        batching: Batching parameters; `None` runs requests one by one in arrival order.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: str | pathlib.Path,
+        batching: BatchingParameters | None,
+    ):
+        self.name = name
+        self.version = version
+        self.path = pathlib.Path(path)
+        self._loaded = tf.saved_model.load(str(self.path))
+        self.signature_defs = _signature_defs(self.path)
+        self.signatures = {
+            key: fn for key, fn in self._loaded.signatures.items() if key in self.signature_defs
+        }
+        self.input_specs: dict[str, dict[str, tf.TensorSpec]] = {
+            key: dict(fn.structured_input_signature[1]) for key, fn in self.signatures.items()
+        }
+        parameters = batching or BatchingParameters(max_batch_size=1, batch_timeout_micros=0)
+        self._batchers = {
+            key: _Batcher(self._runner(key), parameters, f"{name}-{version}-{key}")
+            for key in self.signatures
+        }
+
+    def _runner(self, signature_name: str):
+        function = self.signatures[signature_name]
+
+        def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+            return {k: v.numpy() for k, v in outputs.items()}
+
+        return run
+
+    def predict(
+        self, signature_name: str, inputs: dict[str, np.ndarray], timeout_s: float
+    ) -> dict[str, np.ndarray]:
+        """Runs validated inputs through the queue; blocks for the answer."""
+        future = self._batchers[signature_name].submit(inputs)
+        try:
+            return future.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ServingError(f"the model did not answer within {timeout_s:g} s", 503) from None
+        except tf.errors.InvalidArgumentError as error:
+            raise ServingError(f"the model refused the inputs: {error.message}") from None
+
+    def close(self) -> None:
+        for batcher in self._batchers.values():
+            batcher.close()
+
+
+def load_models(
+    configs: Sequence[ModelConfig], batching: BatchingParameters | None = None
+) -> dict[str, dict[int, ServedVersion]]:
+    """Loads the versions each config asks for.
+
+    Args:
+        configs: The models.
+        batching: Batching parameters shared by all versions; `None` disables batching.
+
+    Returns:
+        `{name: {version: ServedVersion}}`.
+
+    Raises:
+        FileNotFoundError: If a base path holds no version (or not a requested one).
+    """
+    models = {}
+    for config in configs:
+        found = find_versions(config.base_path)
+        if not found:
+            hint = ""
+            if (pathlib.Path(config.base_path) / "saved_model.pb").exists():
+                hint = " (it is a SavedModel itself: pass its parent, which holds versions)"
+            raise FileNotFoundError(
+                f"model {config.name!r}: no numeric version folder with a SavedModel under "
+                f"{config.base_path}{hint}"
+            )
+        if config.versions:
+            missing = sorted(set(config.versions) - set(found))
+            if missing:
+                raise FileNotFoundError(
+                    f"model {config.name!r}: versions {missing} not found under "
+                    f"{config.base_path} (found {found})"
+                )
+            chosen = sorted(config.versions)
+        else:
+            chosen = found if config.num_latest == 0 else found[-config.num_latest :]
+        models[config.name] = {}
+        for version in chosen:
+            path = pathlib.Path(config.base_path) / str(version)
+            logger.info("Loading model %s version %d from %s", config.name, version, path)
+            models[config.name][version] = ServedVersion(config.name, version, path, batching)
+    return models
+
+
+# --------------------------------------------------------------------------------------------
+# Request parsing and validation.
+
+
+def _as_array(value: Any, field: str, spec: tf.TensorSpec, rank: int) -> np.ndarray:
+    """Converts one JSON value to an array of `spec`'s dtype and `rank`, or refuses it."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        array = None
+    if array is None or array.dtype == object:
+        raise ServingError(
+            f"{field}: not a rectangular array of numbers (rows of different lengths?)"
+        )
+    if array.size == 0:
+        raise ServingError(f"{field}: empty (shape {list(array.shape)}); needs at least one step")
+    if array.dtype.kind not in "iuf":
+        raise ServingError(
+            f"{field}: wrong type; expected numbers ({spec.dtype.name}), got {array.dtype.kind!r} "
+            f"values such as {array.flat[0]!r}"
+        )
+    if array.ndim != rank:
+        raise ServingError(
+            f"{field}: expected {rank} dimension(s) {_shape_text(spec, rank)}, got shape "
+            f"{list(array.shape)}"
+        )
+    if spec.dtype.is_floating:
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = array.astype(spec.dtype.as_numpy_dtype)
+        if not np.all(np.isfinite(array)):
+            raise ServingError(f"{field}: NaN or infinite values (or beyond {spec.dtype.name})")
+    else:
+        if array.dtype.kind == "f":
+            raise ServingError(f"{field}: wrong type; expected integers ({spec.dtype.name})")
+        info = np.iinfo(spec.dtype.as_numpy_dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise ServingError(f"{field}: values beyond {spec.dtype.name}")
+        array = array.astype(spec.dtype.as_numpy_dtype)
+    # Static dimensions of the signature (the feature dimension D).
+    static = spec.shape.as_list()[-rank:] if rank else []
+    for axis, (size, expected) in enumerate(zip(array.shape, static)):
+        if expected is not None and size != expected:
+            what = "feature dimension" if axis == rank - 1 else f"dimension {axis}"
+            raise ServingError(
+                f"{field}: {what} is {size}, the model expects {expected} {_shape_text(spec, rank)}"
+            )
+    return array
+
+
+def _shape_text(spec: tf.TensorSpec, rank: int) -> str:
+    dims = spec.shape.as_list()[-rank:] if rank else []
+    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+
+
+def _check_lengths(inputs: Mapping[str, np.ndarray], field: Callable[[str], str]) -> None:
+    """Each `x_length` must be within 1 and the steps of `x`."""
+    for name in _step_inputs(inputs):
+        lengths = inputs[f"{name}{LENGTH_SUFFIX}"]
+        steps = inputs[name].shape[1]
+        bad = np.flatnonzero((lengths < 1) | (lengths > steps))
+        if bad.size:
+            index = int(bad[0])
+            raise ServingError(
+                f"{field(f'{name}{LENGTH_SUFFIX}')}[{index}]: {int(lengths[index])} is outside "
+                f"1..{steps}, the steps of {field(name)}"
+            )
+
+
+def parse_predict_request(
+    body: Any, specs: Mapping[str, Mapping[str, tf.TensorSpec]]
+) -> tuple[str, dict[str, np.ndarray], bool, list[dict[str, int]] | None]:
+    """Validates a `:predict` body against the signatures' input specs.
+
+    Args:
+        body: The decoded JSON body.
+        specs: `{signature_name: {input_name: TensorSpec}}`.
+
+    Returns:
+        `(signature_name, inputs, row_format, steps)`: the batch as arrays, whether the body
+        used `instances`, and for the row format each instance's own step counts.
+
+    Raises:
+        ServingError: For anything wrong, naming the field.
+    """
+    if not isinstance(body, dict):
+        raise ServingError("body: expected a JSON object with 'instances' or 'inputs'")
+    unknown = sorted(set(body) - {"signature_name", "instances", "inputs"})
+    if unknown:
+        raise ServingError(f"body: unknown field(s) {unknown}; expected 'instances' or 'inputs'")
+    signature_name = body.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(signature_name, str) or signature_name not in specs:
+        raise ServingError(
+            f"signature_name: {signature_name!r} is not a signature of the model "
+            f"(available: {sorted(specs)})"
+        )
+    spec = specs[signature_name]
+    if ("instances" in body) == ("inputs" in body):
+        raise ServingError("body: give exactly one of 'instances' (row) or 'inputs' (columnar)")
+
+    def check_keys(value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise ServingError(f"{where}: expected an object with keys {sorted(spec)}")
+        missing = sorted(set(spec) - set(value))
+        if missing:
+            raise ServingError(f"{where}: missing input(s) {missing}")
+        extra = sorted(set(value) - set(spec))
+        if extra:
+            raise ServingError(f"{where}: unknown input(s) {extra}; expected {sorted(spec)}")
+
+    if "inputs" in body:
+        check_keys(body["inputs"], "inputs")
+        inputs = {
+            name: _as_array(body["inputs"][name], f"inputs.{name}", s, s.shape.rank)
+            for name, s in spec.items()
+        }
+        batch_sizes = {name: array.shape[0] for name, array in inputs.items()}
+        if len(set(batch_sizes.values())) > 1:
+            raise ServingError(f"inputs: batch sizes differ: {batch_sizes}")
+        _check_lengths(inputs, lambda name: f"inputs.{name}")
+        return signature_name, inputs, False, None
+
+    instances = body["instances"]
+    if not isinstance(instances, list) or not instances:
+        raise ServingError("instances: expected a non-empty list of objects")
+    rows = []
+    for index, instance in enumerate(instances):
+        where = f"instances[{index}]"
+        check_keys(instance, where)
+        row = {
+            name: _as_array(instance[name], f"{where}.{name}", s, s.shape.rank - 1)[None]
+            for name, s in spec.items()
+        }
+        _check_lengths(row, lambda name, where=where: f"{where}.{name}")
+        rows.append(row)
+    steps = [{name: row[name].shape[1] for name in _step_inputs(row)} for row in rows]
+    return signature_name, _merge(rows), True, steps
+
+
+def _row_predictions(
+    outputs: Mapping[str, np.ndarray], steps: list[dict[str, int]]
+) -> list[dict[str, Any]]:
+    predictions = []
+    for index, own in enumerate(steps):
+        prediction = {}
+        for name, value in outputs.items():
+            value = value[index]
+            for axis, source in enumerate(OUTPUT_STEP_AXES.get(name, ())):
+                if source in own:
+                    value = value[(slice(None),) * axis + (slice(0, own[source]),)]
+            prediction[name] = value.tolist()
+        predictions.append(prediction)
+    return predictions
+
+
+# --------------------------------------------------------------------------------------------
+# The WSGI application.
+
+
+def _json_response(payload: Any, status: int = 200) -> Response:
+    return Response(json.dumps(payload), status=status, mimetype="application/json")
+
+
+class RestApi:
+    """The WSGI application of TensorFlow Serving's REST API over loaded models.
+
+    Args:
+        models: `{name: {version: ServedVersion}}` (see `load_models`).
+        max_request_bytes: Bodies beyond this get HTTP 400.
+        timeout_ms: A request waiting longer than this for the model gets HTTP 503.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, Mapping[int, ServedVersion]],
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+    ):
+        self.models = models
+        self.max_request_bytes = max_request_bytes
+        self.timeout_s = timeout_ms / 1000.0
+        prefix = "/v1/models/<name>"
+        versioned = prefix + "/versions/<version>"
+        self.url_map = Map(
+            [
+                Rule(prefix, methods=["GET"], endpoint="status"),
+                Rule(versioned, methods=["GET"], endpoint="status"),
+                Rule(prefix + "/labels/<label>", methods=["GET"], endpoint="label"),
+                Rule(prefix + "/metadata", methods=["GET"], endpoint="metadata"),
+                Rule(versioned + "/metadata", methods=["GET"], endpoint="metadata"),
+                Rule(prefix + "/labels/<label>/metadata", methods=["GET"], endpoint="label"),
+                Rule(prefix + ":predict", methods=["POST"], endpoint="predict"),
+                Rule(versioned + ":predict", methods=["POST"], endpoint="predict"),
+                Rule(prefix + "/labels/<label>:predict", methods=["POST"], endpoint="label"),
+                Rule(prefix + ":<verb>", methods=["POST"], endpoint="verb"),
+                Rule(versioned + ":<verb>", methods=["POST"], endpoint="verb"),
+            ]
+        )
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        try:
+            endpoint, arguments = self.url_map.bind_to_environ(environ).match()
+            response = getattr(self, f"_{endpoint}")(request, **arguments)
+        except ServingError as error:
+            response = _json_response({"error": str(error)}, error.status)
+        except http_exceptions.HTTPException as error:
+            response = _json_response({"error": error.description}, error.code or 500)
+        except Exception as error:  # noqa: BLE001 - a server bug must not kill the server
+            logger.exception("Internal error on %s %s", request.method, request.path)
+            response = _json_response({"error": f"internal error: {error}"}, 500)
+        return response(environ, start_response)
+
+    def _versions(self, name: str, version: str | None) -> list[ServedVersion]:
+        if name not in self.models:
+            raise ServingError(
+                f"model: {name!r} is not served (serving {sorted(self.models)})", 404
+            )
+        versions = self.models[name]
+        if version is None:
+            return [versions[v] for v in sorted(versions, reverse=True)]
+        if not version.isdigit() or int(version) not in versions:
+            raise ServingError(
+                f"version: {version!r} of model {name!r} is not served (serving "
+                f"{sorted(versions)})",
+                404,
+            )
+        return [versions[int(version)]]
+
+    def _status(self, request: Request, name: str, version: str | None = None) -> Response:
+        return _json_response(
+            {
+                "model_version_status": [
+                    {
+                        "version": str(served.version),
+                        "state": "AVAILABLE",
+                        "status": {"error_code": "OK", "error_message": ""},
+                    }
+                    for served in self._versions(name, version)
+                ]
+            }
+        )
+
+    def _metadata(self, request: Request, name: str, version: str | None = None) -> Response:
+        served = self._versions(name, version)[0]
+        return _json_response(
+            {
+                "model_spec": {"name": name, "signature_name": "", "version": str(served.version)},
+                "metadata": {"signature_def": {"signature_def": served.signature_defs}},
+            }
+        )
+
+    def _label(self, request: Request, name: str, label: str) -> Response:
+        self._versions(name, None)
+        raise ServingError(f"label: {label!r} is not defined for model {name!r}", 404)
+
+    def _verb(self, request: Request, name: str, verb: str, version: str | None = None):
+        self._versions(name, version)
+        raise ServingError(f"verb: ':{verb}' is not supported; use ':predict'", 400)
+
+    def _read_json(self, request: Request) -> Any:
+        limit = self.max_request_bytes
+        stream = request.environ["wsgi.input"]
+        length = request.content_length
+        if length is not None and length > limit:
+            _drain(stream, length)
+            raise ServingError(f"body: {length} bytes, over the limit of {limit} bytes")
+        data = request.stream.read(limit + 1) if length is None else request.get_data()
+        if len(data) > limit:
+            _drain(request.stream, None)
+            raise ServingError(f"body: over the limit of {limit} bytes")
+        if not data:
+            raise ServingError("body: empty; expected a JSON object")
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError) as error:
+            raise ServingError(f"body: not valid JSON ({error})") from None
+
+    def _predict(self, request: Request, name: str, version: str | None = None) -> Response:
+        body = self._read_json(request)
+        served = self._versions(name, version)[0]
+        signature_name, inputs, row_format, steps = parse_predict_request(body, served.input_specs)
+        outputs = served.predict(signature_name, inputs, self.timeout_s)
+        if row_format:
+            return _json_response({"predictions": _row_predictions(outputs, steps)})
+        return _json_response({"outputs": {k: v.tolist() for k, v in outputs.items()}})
+
+
+def _drain(stream, length: int | None, cap: int = 1 << 30) -> None:
+    """Reads and drops a refused body, so the client gets the answer instead of a reset."""
+    remaining = cap if length is None else min(length, cap)
+    while remaining > 0:
+        chunk = stream.read(min(1 << 16, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
+# --------------------------------------------------------------------------------------------
+# The server.
+
+
+def start_server(
+    models: Mapping[str, Mapping[int, ServedVersion]],
+    port: int = DEFAULT_REST_API_PORT,
+    host: str = "0.0.0.0",
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+) -> BaseWSGIServer:
+    """Starts a threaded server in a background thread (port 0 picks a free one).
+
+    Returns:
+        The Werkzeug server: `server.port` is its port, `server.shutdown()` stops it.
+    """
+    app = RestApi(models, max_request_bytes=max_request_bytes, timeout_ms=timeout_ms)
+    server = make_server(host, port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="rest-api", daemon=True)
+    thread.start()
+    return server
+
+
+def model_configs_from_flags(
+    model_name: str | None, model_base_path: str | None, model_config_file: str | None
+) -> list[ModelConfig]:
+    """The models to serve, from TensorFlow Serving's flags (one model, or a config file)."""
+    if model_config_file:
+        if model_base_path:
+            raise ValueError("give either --model_config_file or --model_base_path, not both")
+        path = pathlib.Path(model_config_file)
+        return parse_model_config(path.read_text(encoding="utf-8"), source=str(path))
+    if not model_base_path:
+        raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
+    return [ModelConfig(model_name or "default", model_base_path)]
+
+
+def serve(
+    rest_api_port: int = DEFAULT_REST_API_PORT,
+    model_name: str | None = "default",
+    model_base_path: str | None = None,
+    model_config_file: str | None = None,
+    enable_batching: bool = True,
+    batching_parameters_file: str | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    rest_api_timeout_in_ms: int = DEFAULT_TIMEOUT_MS,
+    rest_api_host: str = "0.0.0.0",
+) -> None:
+    """Loads the models and serves TensorFlow Serving's REST API until interrupted.
+
+    Args:
+        rest_api_port: The HTTP port.
+        model_name: The model's name in URLs, with `model_base_path`.
+        model_base_path: A folder of numeric versions; the highest is served.
+        model_config_file: TensorFlow Serving's text-format model config, for several models.
+        enable_batching: Whether concurrent requests run as one batch (else one by one).
+        batching_parameters_file: TensorFlow Serving's text-format batching parameters.
+        max_request_bytes: Bodies beyond this get HTTP 400.
+        rest_api_timeout_in_ms: A request waiting longer for the model gets HTTP 503.
+        rest_api_host: The address to listen on.
+    """
+    configs = model_configs_from_flags(model_name, model_base_path, model_config_file)
+    batching = None
+    if enable_batching:
+        batching = BatchingParameters()
+        if batching_parameters_file:
+            path = pathlib.Path(batching_parameters_file)
+            batching = parse_batching_parameters(path.read_text(encoding="utf-8"), str(path))
+    models = load_models(configs, batching)
+    app = RestApi(models, max_request_bytes=max_request_bytes, timeout_ms=rest_api_timeout_in_ms)
+    server = make_server(rest_api_host, rest_api_port, app, threaded=True)
+    served = {name: sorted(versions) for name, versions in models.items()}
+    logger.info("Serving %s on http://%s:%d", served, rest_api_host, server.port)
+    print(f"Serving {served} on http://{rest_api_host}:{server.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        for versions in models.values():
+            for version in versions.values():
+                version.close()
+
+
+__all__ = [
+    "BatchingParameters",
+    "ConfigError",
+    "ModelConfig",
+    "RestApi",
+    "ServedVersion",
+    "ServingError",
+    "find_versions",
+    "load_models",
+    "model_configs_from_flags",
+    "parse_batching_parameters",
+    "parse_model_config",
+    "parse_predict_request",
+    "parse_text_proto",
+    "serve",
+    "start_server",
+]
