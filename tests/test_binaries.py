@@ -1,0 +1,243 @@
+"""End-to-end tests through the binaries: train, evaluate, export, --helpfull, SIGKILL resume."""
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from video_reloc import data, evaluation
+from video_reloc.metrics import THRESHOLDS
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+BIN = REPO_ROOT / "bin"
+TINY_RUN = [
+    "--units=8",
+    "--bilinear_rank=2",
+    "--batch_size=4",
+    "--eval_batch_size=100",
+    "--noprogress",
+]
+
+
+def _command(name):
+    """The console script when installed, else `python bin/<name>.py`."""
+    script = shutil.which(f"video-reloc-{name}", path=str(pathlib.Path(sys.executable).parent))
+    return [script] if script else [sys.executable, str(BIN / f"{name}.py")]
+
+
+def _run(args, timeout=240):
+    proc = subprocess.run(
+        args, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=dict(os.environ)
+    )
+    assert proc.returncode == 0, f"{args}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short training run through the binary; it also builds the synthetic dataset."""
+    root = tmp_path_factory.mktemp("binaries")
+    model_dir, data_dir = root / "model", root / "data"
+    proc = _run(
+        [
+            *_command("train"),
+            f"--model_dir={model_dir}",
+            f"--data_dir={data_dir}",
+            "--train_steps=4",
+            "--eval_every=2",
+            "--checkpoint_every=2",
+            "--num_images=2",
+            *TINY_RUN,
+        ]
+    )
+    return model_dir, data_dir, proc
+
+
+@pytest.mark.slow
+def test_train_binary_end_to_end(trained):
+    model_dir, data_dir, proc = trained
+    assert (data_dir / "activitynet_reloc" / "synthetic").is_dir()  # built by the command
+    assert "| Ours |" in proc.stdout and "| Chance (same pairs) |" in proc.stdout
+    results = json.loads((model_dir / "results" / "test.json").read_text())
+    assert set(results) == {f"{t:g}" for t in THRESHOLDS} | {"mean"}
+    assert results["mean"] == pytest.approx(
+        np.mean([results[k] for k in ("0.5", "0.6", "0.7", "0.8", "0.9")])
+    )
+    assert evaluation.is_saved_model(model_dir / "export" / "1")
+    assert (model_dir / "ckpt-4.index").exists() and list((model_dir / "best").glob("*.index"))
+    recorded = evaluation.read_train_config(model_dir)
+    assert recorded["units"] == 8 and recorded["dataset"] == "activitynet_reloc/synthetic"
+
+
+@pytest.mark.slow
+def test_evaluate_binary_on_a_savedmodel_and_library_on_a_checkpoint(trained, tmp_path):
+    model_dir, data_dir, _ = trained
+    expected = json.loads((model_dir / "results" / "test.json").read_text())
+    output, pairs = tmp_path / "saved.json", tmp_path / "pairs.json"
+    proc = _run(
+        [
+            *_command("evaluate"),
+            f"--model={model_dir / 'export' / '1'}",
+            f"--data_dir={data_dir}",
+            "--batch_size=200",
+            f"--output={output}",
+            f"--predictions_output={pairs}",
+        ]
+    )
+    assert "| Ours |" in proc.stdout and "SavedModel" in proc.stdout
+    assert json.loads(output.read_text()) == pytest.approx(expected, abs=1e-9)
+    records = json.loads(pairs.read_text())
+    assert len(records) == 200 and {"prediction", "groundtruth", "iou", "query_id"} <= set(
+        records[0]
+    )
+    # The same through the library on the best checkpoint (dataset read from the model dir).
+    result = evaluation.evaluate(
+        evaluation.EvaluateConfig(model=str(model_dir / "best"), data_dir=str(data_dir))
+    )
+    assert result.results == pytest.approx(expected, abs=1e-9)
+    assert result.chance["mean"] < 20.0
+    written = json.loads((model_dir / "results" / "evaluate_test.json").read_text())
+    assert written == pytest.approx(expected, abs=1e-9)  # the default output of a model dir
+
+
+@pytest.mark.slow
+def test_export_binary_matches_the_checkpoint(trained, tmp_path):
+    model_dir, data_dir, _ = trained
+    _run(
+        [
+            sys.executable,
+            str(BIN / "export.py"),
+            f"--checkpoint={model_dir / 'best'}",
+            f"--export_dir={tmp_path / 'models'}",
+            "--version=7",
+        ]
+    )
+    exported = tmp_path / "models" / "7"
+    assert evaluation.is_saved_model(exported)
+    examples = data.load_split("validation", data_dir=data_dir).subset(range(16))
+    model, _ = evaluation.load_checkpoint_model(model_dir / "best")
+    inputs, _ = data.pad_batch(examples.query, examples.reference, examples.groundtruth)
+    outputs = tf.saved_model.load(str(exported)).signatures["serving_default"](
+        **{key: tf.constant(value) for key, value in inputs.items()}
+    )
+    start, end, _ = evaluation.keras_predict_fn(model)(inputs)
+    np.testing.assert_array_equal(outputs["start"].numpy(), start.numpy())
+    np.testing.assert_array_equal(outputs["end"].numpy(), end.numpy())
+    probabilities = np.exp(model(inputs)["log_probabilities"].numpy())
+    steps = inputs["reference"].shape[1]
+    np.testing.assert_allclose(
+        outputs["probabilities"].numpy()[:, :steps], probabilities, rtol=1e-4, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "name, flags",
+    [
+        (
+            "train",
+            [
+                "model_dir",
+                "preset",
+                "dataset",
+                "data_dir",
+                "manual_dir",
+                "train_steps",
+                "batch_size",
+                "seed",
+                "strategy",
+                "ablation",
+                "units",
+                "bilinear_rank",
+                "encoder_keep_prob",
+                "matching_keep_prob",
+                "eval_every",
+                "checkpoint_every",
+            ],
+        ),
+        ("evaluate", ["model", "split", "dataset", "data_dir", "output", "batch_size"]),
+        ("export", ["checkpoint", "export_dir", "version"]),
+    ],
+)
+def test_helpfull_documents_every_flag(name, flags):
+    proc = subprocess.run(
+        [sys.executable, str(BIN / f"{name}.py"), "--helpfull"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # absl's help exits with 1
+    section = proc.stdout.split(f"{name}.py:")[1].split("\n\n")[0]
+    for flag in flags:
+        match = re.search(rf"--(\[no\])?{flag}: (.+)", section)
+        assert match and len(match.group(2)) > 10, f"--{flag} undocumented in\n{section}"
+
+
+def _loss_steps(model_dir):
+    """Training-loss steps of each TensorBoard event file (one file per run), oldest first."""
+    runs = []
+    for path in sorted((model_dir / "train").glob("events.*"), key=lambda p: p.stat().st_mtime):
+        steps = [
+            event.step
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value
+            if value.tag == "loss"
+        ]
+        runs.append(steps)
+    return runs
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path):
+    _, data_dir, _ = trained
+    model_dir = tmp_path / "killed"
+    command = [
+        sys.executable,
+        str(BIN / "train.py"),
+        f"--model_dir={model_dir}",
+        f"--data_dir={data_dir}",
+        "--train_steps=40",
+        "--checkpoint_every=3",
+        "--eval_every=100",
+        "--summary_every=1",
+        "--notest",
+        "--noexport",
+        "--num_images=0",
+        *TINY_RUN,
+    ]
+    first = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT
+    )
+    try:
+        deadline = time.monotonic() + 150
+        while not evaluation.checkpoint_candidates(model_dir):
+            assert first.poll() is None, "training ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == -signal.SIGKILL
+    killed_steps = _loss_steps(model_dir)[0]
+    assert killed_steps and max(killed_steps) < 40  # killed mid-training
+
+    second = _run(command)
+    resumed = re.search(r"Resumed from checkpoint \S+ckpt-(\d+) at step (\d+)", second.stderr)
+    assert resumed, second.stderr[-3000:]
+    step = int(resumed.group(2))
+    assert step == int(resumed.group(1)) >= 3 and step % 3 == 0
+    assert step <= max(killed_steps)
+    first_run, second_run = _loss_steps(model_dir)
+    assert second_run == list(range(step + 1, 41))  # nothing before the checkpoint redone
+    assert evaluation.checkpoint_candidates(model_dir)[0].endswith("ckpt-40")

@@ -1,0 +1,413 @@
+"""Evaluation of a model, a checkpoint or a SavedModel on fixed pairs: predictions and the table.
+
+`evaluate(EvaluateConfig(...))` is the library function of `video-reloc-evaluate`: it loads the
+model (`load_predictor`), predicts the top-1 segment of every pair of a split (Eq. 12, at most
+64 features), scores the predictions at tIoU 0.1 ... 0.9 (`metrics.accuracy_at_thresholds`),
+prints the paper's table next to the chance baseline on the same pairs and writes the JSON
+`{"0.1": ..., ..., "0.9": ..., "mean": ...}` (percent, `mean` over tIoU 0.5 ... 0.9).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from video_reloc import data
+from video_reloc.baselines.chance import ChanceBaseline
+from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
+from video_reloc.metrics import PAPER_TABLE1, accuracy_at_thresholds, format_table, temporal_iou
+from video_reloc.model import VideoRelocModel, build_model
+
+MODEL_CONFIG_FILE = "model_config.json"  # in a model dir: what `build_model` needs
+TRAIN_CONFIG_FILE = "train_config.json"  # in a model dir: the training configuration
+CHANCE_SEED = 0
+
+# inputs (see `data.pad_batch`) -> (start, end, score), each `(B,)`.
+BatchPredictFn = Callable[[Mapping[str, Any]], tuple[Any, Any, Any]]
+
+
+def input_signature(feature_dim: int) -> dict[str, tf.TensorSpec]:
+    """The model's input specs with free batch and time dimensions."""
+    return {
+        "query": tf.TensorSpec((None, None, feature_dim), tf.float32, name="query"),
+        "query_length": tf.TensorSpec((None,), tf.int32, name="query_length"),
+        "reference": tf.TensorSpec((None, None, feature_dim), tf.float32, name="reference"),
+        "reference_length": tf.TensorSpec((None,), tf.int32, name="reference_length"),
+    }
+
+
+def model_feature_dim(model: VideoRelocModel) -> int:
+    """D of a built model (the rows of its encoder's input kernel)."""
+    return int(model.encoder.kernel.shape[0])
+
+
+def keras_predict_fn(
+    model: VideoRelocModel, max_segment_length: int = MAX_SEGMENT_LENGTH
+) -> BatchPredictFn:
+    """A traced function: padded inputs -> `(start, end, score)` of a Keras model."""
+
+    @tf.function(input_signature=[input_signature(model_feature_dim(model))])
+    def predict(inputs):
+        log_probabilities = model(inputs, training=False)["log_probabilities"]
+        return decode_segments(log_probabilities, inputs["reference_length"], max_segment_length)
+
+    return predict
+
+
+def saved_model_predict_fn(path: str | pathlib.Path) -> BatchPredictFn:
+    """The `serving_default` signature of a SavedModel as a `BatchPredictFn`."""
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures["serving_default"]
+
+    def predict(inputs):
+        outputs = serve(**{key: tf.convert_to_tensor(value) for key, value in inputs.items()})
+        return outputs["start"], outputs["end"], outputs["score"]
+
+    predict.loaded = loaded  # keeps the SavedModel's resources alive
+    return predict
+
+
+@dataclasses.dataclass
+class Predictions:
+    """Top-1 predictions of every pair of a split.
+
+    Attributes:
+        segments: `(N, 2)` int32 predicted [start, end) in the references.
+        score: `(N,)` float32 log-score of Eq. (12).
+        iou: `(N,)` float64 tIoU with the ground truth.
+    """
+
+    segments: np.ndarray
+    score: np.ndarray
+    iou: np.ndarray
+
+    def to_json(self, examples: data.Examples) -> list[dict[str, Any]]:
+        """One record per pair: ids, ground truth, prediction, score and tIoU."""
+        records = []
+        for n in range(len(self.segments)):
+            record = {
+                "groundtruth": examples.groundtruth[n].tolist(),
+                "prediction": self.segments[n].tolist(),
+                "score": float(self.score[n]),
+                "iou": float(self.iou[n]),
+            }
+            if examples.query_id:
+                record["query_id"] = examples.query_id[n]
+                record["reference_id"] = examples.reference_id[n]
+            if examples.reference_location is not None:
+                record["reference_location"] = examples.reference_location[n].tolist()
+            records.append(record)
+        return records
+
+
+def predict(
+    predict_fn: BatchPredictFn, examples: data.Examples, batch_size: int = 64
+) -> Predictions:
+    """Predicts the top-1 segment of every pair.
+
+    Args:
+        predict_fn: Padded inputs -> `(start, end, score)` (`keras_predict_fn`,
+            `saved_model_predict_fn`).
+        examples: Fixed (query, reference) pairs.
+        batch_size: Pairs per batch.
+
+    Returns:
+        `Predictions` of the pairs, in order.
+    """
+    segments, scores = [], []
+    for inputs, _ in data.evaluation_batches(examples, batch_size):
+        start, end, score = predict_fn(inputs)
+        segments.append(np.stack([np.asarray(start), np.asarray(end)], axis=1))
+        scores.append(np.asarray(score))
+    segments = np.concatenate(segments).astype(np.int32)
+    return Predictions(
+        segments, np.concatenate(scores), temporal_iou(segments, examples.groundtruth)
+    )
+
+
+def chance_results(examples: data.Examples, seed: int = CHANCE_SEED) -> dict[str, float]:
+    """The chance baseline on the same pairs: a uniformly random segment of <= 64 features."""
+    segments = ChanceBaseline(seed=seed).sample(examples.reference_lengths)
+    return accuracy_at_thresholds(temporal_iou(segments, examples.groundtruth))
+
+
+def write_results(path: str | pathlib.Path, results: Mapping[str, Any]) -> pathlib.Path:
+    """Writes a results dict as JSON (atomically: a reader never sees half a file)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(dict(results), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+class ModelPredictor:
+    """A trained model as a `video_reloc.baselines.SegmentPredictor` (unpadded lists in).
+
+    Args:
+        predict_fn: A `BatchPredictFn`, or a Keras model (wrapped by `keras_predict_fn`).
+        batch_size: Pairs per batch.
+    """
+
+    def __init__(self, predict_fn: BatchPredictFn | VideoRelocModel, batch_size: int = 64):
+        if isinstance(predict_fn, VideoRelocModel):
+            predict_fn = keras_predict_fn(predict_fn)
+        self.predict_fn = predict_fn
+        self.batch_size = batch_size
+
+    def predict(
+        self, queries: Sequence[np.ndarray], references: Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """`(N, 2)` int32 [start, end) of each query in its reference."""
+        examples = data.Examples(
+            query=list(queries),
+            reference=list(references),
+            groundtruth=np.zeros((len(queries), 2), np.int32),
+            label=np.zeros((len(queries),), np.int64),
+        )
+        return predict(self.predict_fn, examples, self.batch_size).segments
+
+
+# Loading models from disk.
+
+
+def find_model_dir(path: str | pathlib.Path) -> pathlib.Path | None:
+    """The model dir holding `path` (a checkpoint or export under it): has `model_config.json`."""
+    path = pathlib.Path(path).resolve()
+    for candidate in [path, *path.parents][:4]:
+        if (candidate / MODEL_CONFIG_FILE).exists():
+            return candidate
+    return None
+
+
+def read_model_config(model_dir: str | pathlib.Path) -> dict[str, Any]:
+    """The `build_model` arguments recorded by training in `model_dir`."""
+    return json.loads((pathlib.Path(model_dir) / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+def read_train_config(model_dir: str | pathlib.Path) -> dict[str, Any]:
+    """The training configuration recorded in `model_dir` (`{}` if none)."""
+    path = pathlib.Path(model_dir) / TRAIN_CONFIG_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def is_saved_model(path: str | pathlib.Path) -> bool:
+    """Whether `path` is a SavedModel folder."""
+    return (pathlib.Path(path) / "saved_model.pb").exists()
+
+
+def latest_saved_model(export_base: str | pathlib.Path) -> pathlib.Path | None:
+    """The highest numeric version folder under `export_base` holding a SavedModel."""
+    base = pathlib.Path(export_base)
+    versions = [p for p in base.glob("*") if p.name.isdigit() and is_saved_model(p)]
+    return max(versions, key=lambda p: int(p.name), default=None)
+
+
+def checkpoint_candidates(directory: str | pathlib.Path) -> list[str]:
+    """Checkpoint prefixes in `directory`, newest first (state file and `ckpt-N.index` files)."""
+    directory = pathlib.Path(directory)
+    prefixes = {str(p.with_suffix("")) for p in directory.glob("ckpt-*.index")}
+    try:
+        state = tf.train.get_checkpoint_state(str(directory))
+    except (tf.errors.OpError, ValueError) as e:  # a corrupt state file
+        logging.warning("Cannot read the checkpoint state of %s: %s", directory, e)
+        state = None
+    if state is not None:
+        prefixes.update(
+            str(directory / pathlib.Path(p).name) for p in state.all_model_checkpoint_paths
+        )
+
+    def number(prefix: str) -> int:
+        tail = prefix.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    return sorted(prefixes, key=number, reverse=True)
+
+
+def restore_first_good(checkpoint: tf.train.Checkpoint, prefixes: Sequence[str]) -> str | None:
+    """Restores the first of `prefixes` that reads completely; warns about the others.
+
+    Args:
+        checkpoint: The objects to restore (already built, so restoring is immediate).
+        prefixes: Checkpoint prefixes, the preferred first.
+
+    Returns:
+        The prefix restored, or `None` when none could be.
+    """
+    for n, prefix in enumerate(prefixes):
+        try:
+            checkpoint.read(prefix).assert_existing_objects_matched().expect_partial()
+        except Exception as e:  # noqa: BLE001  (any failure to read means a bad checkpoint)
+            later = prefixes[n + 1] if n + 1 < len(prefixes) else None
+            logging.warning(
+                "Checkpoint %s is partial or corrupt (%s: %s); %s.",
+                prefix,
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+                f"falling back to {later}" if later else "no older checkpoint to fall back to",
+            )
+            continue
+        return prefix
+    return None
+
+
+def model_from_config(model_config: Mapping[str, Any]) -> VideoRelocModel:
+    """Builds an untrained model from a recorded `model_config.json`."""
+    return build_model(
+        feature_dim=int(model_config["feature_dim"]),
+        ablation=model_config["ablation"],
+        units=int(model_config["units"]),
+        bilinear_rank=int(model_config["bilinear_rank"]),
+        encoder_dropout=float(model_config["encoder_dropout"]),
+        matching_dropout=float(model_config["matching_dropout"]),
+    )
+
+
+def load_checkpoint_model(path: str | pathlib.Path) -> tuple[VideoRelocModel, str]:
+    """A model restored from a checkpoint of training.
+
+    Args:
+        path: A checkpoint prefix (`MODEL_DIR/ckpt-300`, `MODEL_DIR/best/ckpt-200`), or a
+            folder of checkpoints (`MODEL_DIR`: its latest good one; `MODEL_DIR/best`).
+            `model_config.json` is looked up in the folders above it.
+
+    Returns:
+        `(model, prefix)`: the restored model and the checkpoint prefix read.
+    """
+    path = pathlib.Path(path)
+    model_dir = find_model_dir(path if path.is_dir() else path.parent)
+    if model_dir is None:
+        raise FileNotFoundError(
+            f"No {MODEL_CONFIG_FILE} in or above {path}: not a checkpoint of video-reloc-train."
+        )
+    model = model_from_config(read_model_config(model_dir))
+    prefixes = checkpoint_candidates(path) if path.is_dir() else [str(path)]
+    if not prefixes:
+        raise FileNotFoundError(f"No checkpoint in {path}.")
+    restored = restore_first_good(tf.train.Checkpoint(model=model), prefixes)
+    if restored is None:
+        raise ValueError(f"No readable checkpoint among {prefixes}.")
+    return model, restored
+
+
+def load_predict_fn(path: str | pathlib.Path) -> tuple[BatchPredictFn, str]:
+    """A `BatchPredictFn` from a SavedModel, an export base, a checkpoint or a model dir.
+
+    A model dir means its best model: `export/<latest>` when exported, else `best/`, else its
+    latest checkpoint.
+
+    Returns:
+        `(predict_fn, description)` where the description names what was loaded.
+    """
+    path = pathlib.Path(path)
+    if is_saved_model(path):
+        return saved_model_predict_fn(path), f"SavedModel {path}"
+    latest = latest_saved_model(path) if path.is_dir() else None
+    if latest is None and path.is_dir() and (path / MODEL_CONFIG_FILE).exists():
+        latest = latest_saved_model(path / "export")
+        if latest is None and checkpoint_candidates(path / "best"):
+            path = path / "best"
+    if latest is not None:
+        return saved_model_predict_fn(latest), f"SavedModel {latest}"
+    model, prefix = load_checkpoint_model(path)
+    return keras_predict_fn(model), f"checkpoint {prefix}"
+
+
+# The `evaluate` binary.
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    """What `evaluate` evaluates, on what, and where it writes.
+
+    Attributes:
+        model: A SavedModel folder, an export base (its latest version), a checkpoint prefix,
+            or a model dir (its export, else `best/`, else its latest checkpoint).
+        split: The split to evaluate on (`test`, `validation`).
+        dataset: `activitynet_reloc/CONFIG`; `None`: the one the model was trained on
+            (recorded in its model dir), else `activitynet_reloc/synthetic`.
+        data_dir: The TFDS data dir; `None`: the one recorded in the model dir, else TFDS's
+            default.
+        manual_dir: Manual files of config `c3d` when the dataset is not built yet.
+        batch_size: Pairs per batch.
+        output: Where to write the table as JSON; `None`: `MODEL_DIR/results/evaluate_SPLIT.json`
+            when the model is in a model dir of training, else nowhere.
+        predictions_output: Where to write the per-pair predictions as JSON; `None`: do not.
+    """
+
+    model: str
+    split: str = "test"
+    dataset: str | None = None
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    batch_size: int = 64
+    output: str | None = None
+    predictions_output: str | None = None
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """What `evaluate` found.
+
+    Attributes:
+        results: `{"0.1": ..., ..., "0.9": ..., "mean": ...}` of the model, in percent.
+        chance: The same for the chance baseline on the same pairs.
+        predictions: The model's per-pair predictions.
+        table: The Markdown table printed.
+    """
+
+    results: dict[str, float]
+    chance: dict[str, float]
+    predictions: Predictions
+    table: str
+
+
+def results_table(
+    results: Mapping[str, float], chance: Mapping[str, float], dataset: str, name: str = "Ours"
+) -> str:
+    """The paper's table of `results` and chance (with Table 1's rows on ActivityNet data)."""
+    paper = None
+    if "c3d" in dataset:
+        paper = {key: PAPER_TABLE1[key] for key in ("Chance", "Ours")}
+    return format_table({name: results, "Chance (same pairs)": chance}, paper=paper)
+
+
+def evaluate(config: EvaluateConfig) -> EvaluationResult:
+    """Evaluates a SavedModel or a checkpoint on a split, prints the table and writes JSON.
+
+    Args:
+        config: What to evaluate (`EvaluateConfig`).
+
+    Returns:
+        An `EvaluationResult`.
+    """
+    model_dir = find_model_dir(config.model)
+    recorded = read_train_config(model_dir) if model_dir is not None else {}
+    dataset = config.dataset or recorded.get("dataset") or data.DEFAULT_DATASET
+    data_dir = config.data_dir or recorded.get("data_dir")
+    examples = data.load_split(config.split, dataset, data_dir, config.manual_dir)
+    predict_fn, what = load_predict_fn(config.model)
+    logging.info("Evaluating %s on %s %s (%d pairs).", what, dataset, config.split, len(examples))
+    predictions = predict(predict_fn, examples, config.batch_size)
+    results = accuracy_at_thresholds(predictions.iou)
+    chance = chance_results(examples)
+    table = results_table(results, chance, dataset)
+    print(f"{what}, {dataset} {config.split} ({len(examples)} pairs):\n{table}", flush=True)
+    output = config.output
+    if output is None and model_dir is not None:
+        output = model_dir / "results" / f"evaluate_{config.split}.json"
+    if output:
+        write_results(output, results)
+        print(f"Wrote {output}", flush=True)
+    if config.predictions_output:
+        path = pathlib.Path(config.predictions_output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(predictions.to_json(examples), indent=1) + "\n")
+    return EvaluationResult(results, chance, predictions, table)
