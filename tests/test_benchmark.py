@@ -7,21 +7,14 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_data import TINY_SYNTHETIC
 
 from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder as anr
-from tfds_activitynet_reloc.activitynet_reloc import synthetic
 from video_reloc import benchmark, data
 from video_reloc.baselines import ChanceBaseline
 from video_reloc.metrics import THRESHOLDS
 
-TINY = anr.ActivitynetRelocConfig(
-    name="synthetic_tiny",
-    description="Small synthetic data for tests.",
-    source="synthetic",
-    feature_dim=synthetic.DIM,
-    synthetic_num_classes=10,
-    synthetic_segments_per_class=3,
-)
+TINY = TINY_SYNTHETIC
 KEYS = [f"{t:g}" for t in THRESHOLDS] + ["mean"]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_data import TINY_SYNTHETIC
 
 from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder as anr
 from tfds_activitynet_reloc.activitynet_reloc import synthetic
@@ -168,15 +169,7 @@ def test_evaluation_batches_keep_the_order():
 
 
 def test_load_split_reads_a_built_dataset(tmp_path):
-    config = anr.ActivitynetRelocConfig(
-        name="synthetic_data_test",
-        description="Small synthetic data for the input pipeline tests.",
-        source="synthetic",
-        feature_dim=synthetic.DIM,
-        synthetic_num_classes=10,
-        synthetic_segments_per_class=3,
-    )
-    builder = anr.Builder(config=config, data_dir=str(tmp_path))
+    builder = anr.Builder(config=TINY_SYNTHETIC, data_dir=str(tmp_path))
     builder.download_and_prepare()
     train = data.load_split("train", builder=builder)
     assert len(train) == 24 and train.feature_dim == synthetic.DIM

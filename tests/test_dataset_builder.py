@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from tiny_data import TINY_SYNTHETIC
 
 from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder as anr
 from tfds_activitynet_reloc.activitynet_reloc import synthetic
@@ -19,14 +20,7 @@ from tfds_activitynet_reloc.reorganize import draw_pairs
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DUMMY = pathlib.Path(anr.__file__).parent / "dummy_data"
 C3D_SPLITS = {"train": 5, "validation": 2, "test": 3}
-TINY = anr.ActivitynetRelocConfig(
-    name="synthetic_tiny",
-    description="Small synthetic data for tests.",
-    source="synthetic",
-    feature_dim=synthetic.DIM,
-    synthetic_num_classes=10,
-    synthetic_segments_per_class=3,
-)
+TINY = TINY_SYNTHETIC
 
 
 def _tiny_splits():
