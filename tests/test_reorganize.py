@@ -1,6 +1,8 @@
 """Tests of the dataset rules (`tfds_activitynet_reloc.reorganize`) and the synthetic generator."""
 
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -257,3 +259,18 @@ def test_synthetic_class_signal_beats_background():
     same = sim[labels[:, None] == labels[None, :]]
     other = sim[labels[:, None] != labels[None, :]]
     assert np.nanmean(same) > np.nanmean(other) + 0.2
+
+
+def test_the_rules_import_no_tensorflow():
+    code = (
+        "import sys\n"
+        "from tfds_activitynet_reloc.reorganize import reorganize\n"
+        "from tfds_activitynet_reloc.activitynet_reloc import synthetic\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tensorflow', 'tensorflow_datasets', 'keras'))\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -113,7 +113,8 @@ def dataset_builder(
     """
     import tensorflow_datasets as tfds
 
-    import tfds_activitynet_reloc  # noqa: F401  (registers activitynet_reloc)
+    # Registers activitynet_reloc with TFDS.
+    from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder  # noqa: F401
 
     builder = tfds.builder(dataset, data_dir=None if data_dir is None else str(data_dir))
     if prepare and not builder.is_prepared():
