@@ -181,3 +181,17 @@ def test_load_split_reads_a_built_dataset(tmp_path):
     assert set(test.label.tolist()).isdisjoint(train.label.tolist())
     subset = test.subset([0])
     assert len(subset) == 1 and subset.query_id == test.query_id[:1]
+
+
+def test_stack_padded_zero_pads_and_cuts():
+    from video_reloc.padding import stack_padded
+
+    arrays = [np.ones((3, 2)), np.full((5, 2), 2.0), np.zeros((0, 2))]
+    stack, lengths = stack_padded(arrays)
+    assert stack.shape == (3, 5, 2) and stack.dtype == np.float32
+    np.testing.assert_array_equal(lengths, [3, 5, 0])
+    np.testing.assert_array_equal(stack[0, 3:], 0.0)
+    np.testing.assert_array_equal(stack[1], 2.0)
+    cut, lengths = stack_padded(arrays, steps=4, dtype=np.float64)
+    assert cut.shape == (3, 4, 2) and cut.dtype == np.float64
+    np.testing.assert_array_equal(lengths, [3, 4, 0])

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
+from video_reloc.padding import stack_padded
+
 BUCKET_SPAN = 30  # reference lengths per bucket (`--bucket_span` of the original release)
 QUERY_MULTIPLE = 8  # queries are padded to a multiple of this, references to a bucket's end
 CROP_PROBABILITY = 0.9  # probability of cropping a training reference's context
@@ -281,15 +283,10 @@ def pad_batch(
         `(B,)` int32) and `(B, 2)` int32.
     """
     dim = references[0].shape[-1]
-    q_len = np.array([len(q) for q in queries], np.int32)
-    r_len = np.array([len(r) for r in references], np.int32)
-    query = np.zeros((len(queries), pad_to(q_len.max(), query_multiple), dim), np.float32)
-    reference = np.zeros(
-        (len(references), pad_to(r_len.max(), reference_multiple), dim), np.float32
-    )
-    for b, (q, r) in enumerate(zip(queries, references)):
-        query[b, : len(q)] = q
-        reference[b, : len(r)] = r
+    longest_query = max(len(q) for q in queries)
+    longest_reference = max(len(r) for r in references)
+    query, q_len = stack_padded(queries, pad_to(longest_query, query_multiple), dim)
+    reference, r_len = stack_padded(references, pad_to(longest_reference, reference_multiple), dim)
     inputs = {
         "query": query,
         "query_length": q_len,

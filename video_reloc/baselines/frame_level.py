@@ -15,16 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from video_reloc.padding import stack_padded
+
 _EPS = 1e-12
-
-
-def _pad(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """`(B, T, D)` zero-padded float64 stack and `(B,)` lengths of B `(T_b, D)` arrays."""
-    lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-    out = np.zeros((len(arrays), max(lengths.max(), 1), arrays[0].shape[-1]), dtype=np.float64)
-    for b, a in enumerate(arrays):
-        out[b, : len(a)] = a
-    return out, lengths
 
 
 def distance_table(
@@ -203,7 +196,7 @@ class FrameLevelBaseline:
         out = np.zeros((len(queries), 2), np.int32)
         for lo in range(0, len(queries), self.batch_size):
             hi = lo + self.batch_size
-            query, query_length = _pad(queries[lo:hi])
-            reference, reference_length = _pad(references[lo:hi])
+            query, query_length = stack_padded(queries[lo:hi], dtype=np.float64)
+            reference, reference_length = stack_padded(references[lo:hi], dtype=np.float64)
             out[lo:hi] = frame_level_search(query, query_length, reference, reference_length)[0]
         return out

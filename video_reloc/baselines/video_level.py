@@ -23,6 +23,7 @@ import tensorflow as tf
 from video_reloc.decode import MAX_SEGMENT_LENGTH
 from video_reloc.layers import SequenceLSTM
 from video_reloc.metrics import temporal_iou
+from video_reloc.padding import stack_padded
 
 POSITIVE_IOU = 0.8
 NEGATIVE_IOU = 0.2
@@ -61,17 +62,6 @@ def all_windows(length: int, max_segment_length: int = MAX_SEGMENT_LENGTH) -> np
     starts = [np.arange(length - k + 1) for k in d]
     start = np.concatenate(starts)
     return np.stack([start, start + np.repeat(d, [len(s) for s in starts])], axis=1)
-
-
-def _pad_to(arrays: Sequence[np.ndarray], steps: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """`(B, steps, dim)` float32 zero-padded stack (rows past `steps` are cut) and lengths."""
-    out = np.zeros((len(arrays), steps, dim), np.float32)
-    lengths = np.zeros(len(arrays), np.int32)
-    for b, a in enumerate(arrays):
-        n = min(len(a), steps)
-        out[b, :n] = a[:n]
-        lengths[b] = n
-    return out, lengths
 
 
 class VideoLevelBaseline:
@@ -186,7 +176,9 @@ class VideoLevelBaseline:
                 s, e = windows[rng.integers(len(windows))]
                 negatives.append(references[other][s:e])
             anchors.append(queries[a])
-        return _pad_to(anchors + positives + negatives, self.max_segment_length, self.feature_dim)
+        return stack_padded(
+            anchors + positives + negatives, self.max_segment_length, self.feature_dim
+        )
 
     def fit(
         self,
@@ -227,7 +219,7 @@ class VideoLevelBaseline:
         Returns:
             `(N, u)` float32.
         """
-        features, lengths = _pad_to(segments, max(len(s) for s in segments), self.feature_dim)
+        features, lengths = stack_padded(segments, max(len(s) for s in segments), self.feature_dim)
         hidden = self._hidden(tf.constant(features)).numpy()
         return hidden[np.arange(len(segments)), lengths - 1]
 
@@ -250,7 +242,7 @@ class VideoLevelBaseline:
         owner = np.repeat(np.arange(len(references)), [len(r) for r in references])
         distance = np.empty((len(starts), width), np.float32)
         for lo in range(0, len(starts), chunk):
-            features, lengths = _pad_to(starts[lo : lo + chunk], width, self.feature_dim)
+            features, lengths = stack_padded(starts[lo : lo + chunk], width, self.feature_dim)
             hidden = self._hidden(tf.constant(features)).numpy()  # (C, W, u)
             rows = query_embedding[owner[lo : lo + chunk]]
             d = ((hidden - rows[:, None]) ** 2).sum(-1)
