@@ -8,6 +8,9 @@ accuracy) and prints the tables. See `video_reloc.benchmark`.
 
 from __future__ import annotations
 
+import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+
+# isort: split
 from absl import app, flags
 
 from video_reloc.benchmark import TABLE1_ROWS, TABLE2_ROWS, BenchmarkConfig, run_benchmark

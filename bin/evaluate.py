@@ -9,6 +9,9 @@ The JSON is `{"0.1": ..., ..., "0.9": ..., "mean": ...}` in percent, `mean` over
 
 from __future__ import annotations
 
+import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+
+# isort: split
 from absl import app, flags
 
 from video_reloc import evaluation

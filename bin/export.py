@@ -10,6 +10,9 @@ attention map) out. See `video_reloc.training.export_checkpoint`.
 
 from __future__ import annotations
 
+import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+
+# isort: split
 from absl import app, flags
 
 from video_reloc import training

@@ -6,6 +6,9 @@
         --reference=sub_activitynet_v1-3.c3d.hdf5:VIDEO_B --top_k=5
 """
 
+import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+
+# isort: split
 import json
 
 from absl import app, flags

@@ -3,12 +3,16 @@
     video-reloc-serve --model_name=reloc --model_base_path=/models/reloc --rest_api_port=8501
     video-reloc-serve --model_config_file=models.config
 
-The flags are TensorFlow Serving's; see `video_reloc.serving`.
+The flags are TensorFlow Serving's (and --model_warmup_shapes); see `video_reloc.serving`.
 """
 
+import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+
+# isort: split
 from absl import app, flags, logging
 
 from video_reloc import serving
+from video_reloc.warmup import WarmupShape
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("rest_api_port", serving.DEFAULT_REST_API_PORT, "HTTP port of the REST API.")
@@ -25,12 +29,36 @@ flags.DEFINE_integer(
     "rest_api_timeout_in_ms", serving.DEFAULT_TIMEOUT_MS, "Longer waits get HTTP 503."
 )
 
+flags.DEFINE_bool(
+    "enable_model_warmup",
+    True,
+    "Warm each model version up before serving it (as TensorFlow Serving): run the requests of "
+    "its assets.extra/tf_serving_warmup_requests, or without that file the default bucketed "
+    "shapes, so that XLA compiles them at load instead of on the first requests.",
+)
+flags.DEFINE_list(
+    "model_warmup_shapes",
+    None,
+    "Warm-up shapes for every model instead of its own requests: QUERYxREFERENCE (batch 1) or "
+    "BATCHxQUERYxREFERENCE, e.g. 32x300,4x32x300. Steps are padded to their bucket (query to "
+    "a multiple of 16, reference of 50, batch to a power of two), one compile per bucket.",
+)
+
 flags.mark_flags_as_mutual_exclusive(["model_base_path", "model_config_file"], required=True)
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.INFO)
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.INFO)  # the load and warm-up progress
+    try:
+        shapes = (
+            None
+            if FLAGS.model_warmup_shapes is None
+            else [WarmupShape.parse(text) for text in FLAGS.model_warmup_shapes]
+        )
+    except ValueError as error:
+        raise app.UsageError(f"--model_warmup_shapes: {error}") from None
     serving.serve(
         rest_api_port=FLAGS.rest_api_port,
         model_name=FLAGS.model_name,
@@ -41,6 +69,8 @@ def main(argv):
         max_request_bytes=FLAGS.max_request_bytes,
         rest_api_timeout_in_ms=FLAGS.rest_api_timeout_in_ms,
         rest_api_host=FLAGS.rest_api_host,
+        enable_model_warmup=FLAGS.enable_model_warmup,
+        model_warmup_shapes=shapes,
     )
 
 

@@ -11,6 +11,9 @@ unset take the preset's value (`video_reloc.training.PRESETS`). See `video_reloc
 
 from __future__ import annotations
 
+import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+
+# isort: split
 from absl import app, flags
 
 from video_reloc import training

@@ -1,6 +1,7 @@
 """End-to-end tests through the binaries: train, evaluate, export, --helpfull, SIGKILL resume."""
 
 import json
+import logging
 import os
 import pathlib
 import re
@@ -241,3 +242,138 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
     first_run, second_run = _loss_steps(model_dir)
     assert second_run == list(range(step + 1, 41))  # nothing before the checkpoint redone
     assert evaluation.checkpoint_candidates(model_dir)[0].endswith("ckpt-40")
+
+
+# Quiet logs (video_reloc_bin.logs): libraries' INFO lines go, warnings, errors and ours stay.
+
+NATIVE_INFO = re.compile(r"^I\d{4} [\d:.]+\s+\d+ \S+:\d+\] ", re.MULTILINE)
+LIBRARY_INFO = re.compile(
+    r"I\d{4} [\d:.]+\s+\d+ (cudart_stub|cpu_feature_guard|port|dataset_builder|reader|"
+    r"logging_logger|dataset_info|functional_saver|builder_impl|fingerprinting_utils|"
+    r"signature_serialization)\.(cc|py):\d+\]"
+)
+
+
+def _quiet_env():
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        ([], None),
+        (["--verbosity=1"], 1),
+        (["-v", "0"], 0),
+        (["--v=-2"], -2),
+        (["-verbosity", "-1"], -1),
+        (["--verbosity=1", "--model_dir=x", "-v=-1"], -1),
+        (["--", "-v=1"], None),
+        (["--vv=1", "--verbose=1"], None),
+        (["-v=x"], None),
+    ],
+)
+def test_verbosity_from_argv(argv, expected):
+    from video_reloc_bin import logs
+
+    assert logs.verbosity_from_argv(["prog", *argv]) == expected
+
+
+def test_tf_cpp_min_log_level_respects_the_user():
+    from video_reloc_bin import logs
+
+    environ = {}
+    assert logs.set_tf_cpp_min_log_level(["prog"], environ) == 1
+    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "1"}
+    environ = {"TF_CPP_MIN_LOG_LEVEL": "0"}
+    assert logs.set_tf_cpp_min_log_level(["prog", "-v", "-2"], environ) == 0  # already set
+    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "0"}
+    for verbosity, level in [(1, 0), (0, 0), (-1, 1), (-2, 2), (-5, 3)]:
+        environ = {}
+        assert logs.set_tf_cpp_min_log_level(["prog", f"--verbosity={verbosity}"], environ) == level
+
+
+def test_filter_native_log():
+    from video_reloc_bin import logs
+
+    text = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1795646577.268898   24627 cudart_stub.cc:31] Could not find cuda drivers\n"
+        "I0000 00:00:1795646577.319638   24627 cpu_feature_guard.cc:227] This TensorFlow binary\n"
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild\n"
+        "W0000 00:00:1795646577.5   24627 some_op.cc:12] a warning\n"
+        "a line of its own\n"
+        "E0000 00:00:1795646579.624621   24627 cuda_platform.cc:52] failed call to cuInit\n"
+    )
+    lines = text.splitlines(keepends=True)
+    assert logs.filter_native_log(text, 0) == text
+    assert logs.filter_native_log(text, 1) == "".join(lines[4:])
+    assert logs.filter_native_log(text, 2) == lines[6]
+    assert logs.filter_native_log("plain text\n", 3) == "plain text\n"
+
+
+def test_library_info_filter_keeps_ours_warnings_and_verbose():
+    from video_reloc_bin import logs
+
+    ours = str(REPO_ROOT / "video_reloc" / "training.py")
+    theirs = str(pathlib.Path(tf.__file__).parent / "python" / "saved_model" / "builder_impl.py")
+
+    def record(level, path):
+        return logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+    quiet = logs.LibraryInfoFilter()
+    assert quiet.filter(record(logging.INFO, ours))
+    assert quiet.filter(record(logging.INFO, str(BIN / "serve.py")))
+    assert not quiet.filter(record(logging.INFO, theirs))
+    assert not quiet.filter(record(logging.DEBUG, theirs))
+    assert quiet.filter(record(logging.WARNING, theirs))
+    assert quiet.filter(record(logging.ERROR, theirs))
+    assert logs.LibraryInfoFilter(verbose=True).filter(record(logging.INFO, theirs))
+
+
+def _helpfull_stderr(*flags, env=None):
+    proc = subprocess.run(
+        [sys.executable, str(BIN / "export.py"), "--helpfull", *flags],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env or _quiet_env(),
+    )
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # absl's help exits with 1
+    assert "--checkpoint" in proc.stdout
+    return proc.stderr
+
+
+def test_binaries_are_quiet_by_default():
+    """No INFO line of TensorFlow (C++: cudart_stub, cpu_feature_guard, oneDNN) at start."""
+    stderr = _helpfull_stderr()
+    assert not NATIVE_INFO.search(stderr), stderr[-3000:]
+    assert not LIBRARY_INFO.search(stderr), stderr[-3000:]
+    assert "absl::InitializeLog()" not in stderr
+    assert "oneDNN custom operations" not in stderr
+
+
+@pytest.mark.parametrize("how", ["--verbosity=0", "TF_CPP_MIN_LOG_LEVEL=0"])
+def test_verbose_logs_on_request(how):
+    env = _quiet_env()
+    flags = [how] if how.startswith("--") else []
+    if not flags:
+        env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    stderr = _helpfull_stderr(*flags, env=env)
+    if not NATIVE_INFO.search(stderr):
+        pytest.skip("this machine's TensorFlow logs no INFO line when it starts")
+    assert "I0000" in stderr
+
+
+@pytest.mark.slow
+def test_train_binary_logs_only_our_progress(trained):
+    """The main job: no TensorFlow / TFDS INFO lines; our progress and warnings still show."""
+    _, _, proc = trained
+    assert not LIBRARY_INFO.search(proc.stderr), proc.stderr[-4000:]
+    assert "INFO:tensorflow:" not in proc.stderr
+    assert "absl::InitializeLog()" not in proc.stderr
+    assert re.search(r"I\d{4} .* training\.py:\d+\] Step 2 validation", proc.stderr)
+    assert re.search(r"I\d{4} .* training\.py:\d+\] Exported the best model", proc.stderr)
+    assert "Downloading and preparing dataset" in proc.stdout  # TFDS's own progress stays

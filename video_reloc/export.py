@@ -20,16 +20,25 @@ the batch to a power of two (multiples of 64 past 64), the query to a multiple o
 `query_bucket` and the reference to a multiple of `reference_bucket`, and slices the outputs
 back: the model never lets padding change a valid step, so the answers are those of the
 unpadded inputs, and a server meets a handful of shapes instead of one per request.
+
+The export also writes TensorFlow Serving's warm-up file, `assets.extra/tf_serving_warmup_requests`
+(see `video_reloc.warmup`): one request per bucket a single pair up to `WARMUP_MAX_QUERY_STEPS`
+query and `WARMUP_MAX_REFERENCE_STEPS` reference steps falls into (4 x 6 = 24 with the default
+buckets; one request without XLA), so TensorFlow Serving and `video-reloc-serve` compile them
+when they load the model, before they report it AVAILABLE, not on the first requests.
 """
 
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Iterable, Sequence
 
 import tensorflow as tf
 
+from video_reloc import warmup
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.model import VideoRelocModel
+from video_reloc.warmup import WarmupShape
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAMES = ("query", "query_length", "reference", "reference_length")
@@ -37,6 +46,8 @@ OUTPUT_NAMES = ("start", "end", "score", "probabilities", "attention")
 QUERY_BUCKET = 16
 REFERENCE_BUCKET = 50
 BATCH_BUCKET = 64  # batches pad to 1, 2, 4, ..., 64, then to multiples of 64
+WARMUP_MAX_QUERY_STEPS = MAX_SEGMENT_LENGTH  # the longest segment decoded: queries are segments
+WARMUP_MAX_REFERENCE_STEPS = 300  # the training references' longest (`relocalize.WINDOW`)
 
 
 def _round_up(size: tf.Tensor, multiple: int) -> tf.Tensor:
@@ -155,6 +166,47 @@ class RelocalizationModule(tf.Module):
         }
 
 
+def _bucket_edges(limit: int, multiple: int) -> list[int]:
+    """The padded sizes of 1 ... `limit` steps: multiples of `multiple` up to `limit`'s bucket."""
+    return list(
+        range(multiple, (max(limit, 1) + multiple - 1) // multiple * multiple + 1, multiple)
+    )
+
+
+def batch_bucket(size: int) -> int:
+    """The padded batch of `size` rows, as the signature pads it (`_batch_bucket`)."""
+    if size <= BATCH_BUCKET:
+        return 1 << max(size - 1, 0).bit_length()
+    return -(-size // BATCH_BUCKET) * BATCH_BUCKET
+
+
+def bucket_warmup_shapes(
+    max_query_steps: int = WARMUP_MAX_QUERY_STEPS,
+    max_reference_steps: int = WARMUP_MAX_REFERENCE_STEPS,
+    batch_sizes: Iterable[int] = (1,),
+    query_bucket: int = QUERY_BUCKET,
+    reference_bucket: int = REFERENCE_BUCKET,
+) -> list[WarmupShape]:
+    """One shape per padded bucket that inputs up to the given sizes fall into.
+
+    With the defaults, batch 1 and every query bucket up to 64 steps (16, 32, 48, 64) times
+    every reference bucket up to 300 (50, 100, ..., 300): 24 shapes, each compiled once by XLA.
+    """
+    return [
+        WarmupShape(batch, query, reference)
+        for batch in sorted({batch_bucket(b) for b in batch_sizes})
+        for query in _bucket_edges(max_query_steps, query_bucket)
+        for reference in _bucket_edges(max_reference_steps, reference_bucket)
+    ]
+
+
+def default_warmup_shapes(jit_compile: bool = True) -> list[WarmupShape]:
+    """The warm-up of an export: every default bucket with XLA, else one small request."""
+    if jit_compile:
+        return bucket_warmup_shapes()
+    return [WarmupShape(1, QUERY_BUCKET, REFERENCE_BUCKET)]
+
+
 def next_version(export_base: str | pathlib.Path) -> int:
     """One more than the highest numeric version folder under `export_base` (1 if none)."""
     base = pathlib.Path(export_base)
@@ -169,6 +221,7 @@ def export_saved_model(
     feature_dim: int | None = None,
     jit_compile: bool = True,
     max_segment_length: int = MAX_SEGMENT_LENGTH,
+    warmup_shapes: Sequence[WarmupShape] | None = None,
 ) -> pathlib.Path:
     """Writes `model` as a SavedModel under `export_base/<version>/`.
 
@@ -179,6 +232,8 @@ def export_saved_model(
         feature_dim: D; `None` reads it from the encoder's kernel.
         jit_compile: Whether the signature runs the model with XLA (see the module docstring).
         max_segment_length: The longest segment decoded, in features.
+        warmup_shapes: The requests of `assets.extra/tf_serving_warmup_requests` (zero features,
+            every step valid); `None`: `default_warmup_shapes(jit_compile)`; empty: no file.
 
     Returns:
         The version folder written.
@@ -194,5 +249,12 @@ def export_saved_model(
     )
     tmp = path.with_name(f".{path.name}.tmp")
     tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
+    if warmup_shapes is None:
+        warmup_shapes = default_warmup_shapes(jit_compile)
+    if warmup_shapes:
+        warmup.write_warmup_requests(
+            tmp,
+            [warmup.make_request(shape, feature_dim, SIGNATURE_NAME) for shape in warmup_shapes],
+        )
     tmp.rename(path)  # a half-written export never looks like a version
     return path

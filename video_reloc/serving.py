@@ -14,6 +14,14 @@ and a JSON `{"error": ...}` that names the offending field; requests are queued 
 version and, with batching on, concurrent requests are padded to common lengths and run as
 one batch (the model never lets padding change a valid step).
 
+Each version is warmed up when it loads, before the server starts and reports it AVAILABLE
+(TensorFlow Serving's `--enable_model_warmup`, on by default): the requests of the SavedModel's
+`assets.extra/tf_serving_warmup_requests` run once each, so that XLA compiles the bucketed
+shapes they cover (`video_reloc.export` writes one request per bucket a single pair up to 64
+query and 300 reference steps meets) instead of the first client of each shape paying seconds.
+A SavedModel without the file gets the same default buckets (with XLA) or one small request;
+`model_warmup_shapes` replaces either.
+
 HTTP is Werkzeug's (`werkzeug.serving.make_server`, threaded); configuration files use the
 text protobuf format of TensorFlow Serving (`--model_config_file`,
 `--batching_parameters_file`), read by the small parser below.
@@ -41,6 +49,10 @@ from werkzeug import exceptions as http_exceptions
 from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
+
+from video_reloc import warmup
+from video_reloc.export import default_warmup_shapes
+from video_reloc.warmup import WarmupRequest, WarmupShape
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_REST_API_PORT = 8501
@@ -373,10 +385,20 @@ def find_versions(base_path: str | pathlib.Path) -> list[int]:
     )
 
 
-def _signature_defs(path: pathlib.Path) -> dict[str, Any]:
-    """The SavedModel's signature defs as TensorFlow Serving's metadata JSON shows them."""
+def _read_saved_model(path: pathlib.Path) -> saved_model_pb2.SavedModel:
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
+    return saved_model
+
+
+def _uses_xla(saved_model: saved_model_pb2.SavedModel) -> bool:
+    """Whether a function of the SavedModel must be compiled by XLA (`jit_compile=True`)."""
+    library = saved_model.meta_graphs[0].graph_def.library
+    return any(function.attr["_XlaMustCompile"].b for function in library.function)
+
+
+def _signature_defs(saved_model: saved_model_pb2.SavedModel) -> dict[str, Any]:
+    """The SavedModel's signature defs as TensorFlow Serving's metadata JSON shows them."""
     meta_graph = saved_model.meta_graphs[0]
     return {
         name: json_format.MessageToDict(
@@ -537,7 +559,10 @@ class ServedVersion:
         self.version = version
         self.path = pathlib.Path(path)
         self._loaded = tf.saved_model.load(str(self.path))
-        self.signature_defs = _signature_defs(self.path)
+        saved_model = _read_saved_model(self.path)
+        self.signature_defs = _signature_defs(saved_model)
+        self.uses_xla = _uses_xla(saved_model)
+        self.warmup_seconds: float | None = None  # set by `warm_up`
         self.signatures = {
             key: fn for key, fn in self._loaded.signatures.items() if key in self.signature_defs
         }
@@ -559,6 +584,83 @@ class ServedVersion:
 
         return run
 
+    def warmup_requests(
+        self, shapes: Sequence[WarmupShape] | None = None
+    ) -> tuple[list[WarmupRequest], str]:
+        """The requests that warm this version up, and where they come from.
+
+        Args:
+            shapes: Requests of the default signature at these shapes; `None`: the SavedModel's
+                `assets.extra/tf_serving_warmup_requests`, else the default buckets of
+                `video_reloc.export` (one small request without XLA).
+
+        Raises:
+            ValueError: If the file is unreadable, or the shapes do not suit the signature.
+        """
+        if shapes is not None:
+            specs = self.input_specs.get(DEFAULT_SIGNATURE, {})
+            return warmup.requests_for_shapes(shapes, specs), "--model_warmup_shapes"
+        recorded = warmup.read_warmup_requests(self.path)
+        if recorded is not None:
+            return recorded, warmup.WARMUP_REQUESTS_PATH
+        specs = self.input_specs.get(DEFAULT_SIGNATURE, {})
+        shapes = default_warmup_shapes(self.uses_xla)
+        try:
+            requests = warmup.requests_for_shapes(shapes, specs)
+        except ValueError as error:
+            logger.warning("Model %s version %d: no warm-up (%s)", self.name, self.version, error)
+            return [], "nothing"
+        kind = "XLA buckets" if self.uses_xla else "no XLA"
+        return requests, f"the default shapes ({kind}; the SavedModel has no warm-up file)"
+
+    def warm_up(self, requests: Sequence[WarmupRequest], source: str = "") -> float:
+        """Runs each request once through its signature, as a client's request runs.
+
+        Returns:
+            The seconds taken.
+
+        Raises:
+            RuntimeError: If a request fails (the version must not be served then, as in
+                TensorFlow Serving).
+        """
+        start = time.monotonic()
+        logger.info(
+            "Warming up model %s version %d: %d request(s) from %s",
+            self.name,
+            self.version,
+            len(requests),
+            source or "the caller",
+        )
+        for index, request in enumerate(requests):
+            began = time.monotonic()
+            try:
+                if request.signature_name not in self.signatures:
+                    raise ValueError(f"no signature {request.signature_name!r}")
+                self._runner(request.signature_name)(request.inputs)
+            except (ValueError, TypeError, tf.errors.OpError) as error:
+                raise RuntimeError(
+                    f"model {self.name!r} version {self.version}: warm-up request {index + 1} "
+                    f"({request.describe()}) failed: {error}"
+                ) from error
+            logger.info(
+                "Warm-up %d/%d of model %s version %d (%s): %.2f s",
+                index + 1,
+                len(requests),
+                self.name,
+                self.version,
+                request.describe(),
+                time.monotonic() - began,
+            )
+        self.warmup_seconds = time.monotonic() - start
+        logger.info(
+            "Warmed up model %s version %d: %d request(s) in %.1f s",
+            self.name,
+            self.version,
+            len(requests),
+            self.warmup_seconds,
+        )
+        return self.warmup_seconds
+
     def predict(
         self, signature_name: str, inputs: dict[str, np.ndarray], timeout_s: float
     ) -> dict[str, np.ndarray]:
@@ -577,20 +679,38 @@ class ServedVersion:
             batcher.close()
 
 
+def _warm_up(served: ServedVersion, shapes: Sequence[WarmupShape] | None) -> None:
+    try:
+        requests, source = served.warmup_requests(shapes)
+    except (ValueError, tf.errors.OpError) as error:
+        raise RuntimeError(
+            f"model {served.name!r} version {served.version}: no warm-up requests: {error}"
+        ) from error
+    if requests:
+        served.warm_up(requests, source)
+
+
 def load_models(
-    configs: Sequence[ModelConfig], batching: BatchingParameters | None = None
+    configs: Sequence[ModelConfig],
+    batching: BatchingParameters | None = None,
+    enable_model_warmup: bool = True,
+    model_warmup_shapes: Sequence[WarmupShape] | None = None,
 ) -> dict[str, dict[int, ServedVersion]]:
-    """Loads the versions each config asks for.
+    """Loads the versions each config asks for, and warms each up.
 
     Args:
         configs: The models.
         batching: Batching parameters shared by all versions; `None` disables batching.
+        enable_model_warmup: Whether to run each version's warm-up requests before returning
+            (see `ServedVersion.warmup_requests`).
+        model_warmup_shapes: Warm-up shapes for every version, instead of its own requests.
 
     Returns:
         `{name: {version: ServedVersion}}`.
 
     Raises:
         FileNotFoundError: If a base path holds no version (or not a requested one).
+        RuntimeError: If a warm-up request fails.
     """
     models = {}
     for config in configs:
@@ -617,7 +737,14 @@ def load_models(
         for version in chosen:
             path = pathlib.Path(config.base_path) / str(version)
             logger.info("Loading model %s version %d from %s", config.name, version, path)
-            models[config.name][version] = ServedVersion(config.name, version, path, batching)
+            served = ServedVersion(config.name, version, path, batching)
+            if enable_model_warmup:
+                try:
+                    _warm_up(served, model_warmup_shapes)
+                except RuntimeError:
+                    served.close()
+                    raise
+            models[config.name][version] = served
     return models
 
 
@@ -965,8 +1092,10 @@ def serve(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     rest_api_timeout_in_ms: int = DEFAULT_TIMEOUT_MS,
     rest_api_host: str = "0.0.0.0",
+    enable_model_warmup: bool = True,
+    model_warmup_shapes: Sequence[WarmupShape] | None = None,
 ) -> None:
-    """Loads the models and serves TensorFlow Serving's REST API until interrupted.
+    """Loads and warms up the models, then serves TensorFlow Serving's REST API until interrupted.
 
     Args:
         rest_api_port: The HTTP port.
@@ -978,6 +1107,9 @@ def serve(
         max_request_bytes: Bodies beyond this get HTTP 400.
         rest_api_timeout_in_ms: A request waiting longer for the model gets HTTP 503.
         rest_api_host: The address to listen on.
+        enable_model_warmup: Whether to warm each version up before serving (TensorFlow
+            Serving's flag): its `assets.extra/tf_serving_warmup_requests`, else default shapes.
+        model_warmup_shapes: Warm-up shapes for every version instead.
     """
     configs = model_configs_from_flags(model_name, model_base_path, model_config_file)
     batching = None
@@ -986,7 +1118,7 @@ def serve(
         if batching_parameters_file:
             path = pathlib.Path(batching_parameters_file)
             batching = parse_batching_parameters(path.read_text(encoding="utf-8"), str(path))
-    models = load_models(configs, batching)
+    models = load_models(configs, batching, enable_model_warmup, model_warmup_shapes)
     app = RestApi(models, max_request_bytes=max_request_bytes, timeout_ms=rest_api_timeout_in_ms)
     server = make_server(rest_api_host, rest_api_port, app, threaded=True)
     served = {name: sorted(versions) for name, versions in models.items()}
