@@ -223,11 +223,12 @@ class AttentionMatching(keras.layers.Layer):
             reference_i, reference_proj_i = xs[0], xs[1]
             state = ops.matmul(ops.reshape(h, (2, -1, units)), state_kernel)  # (2, B, a + 4u)
             state = ops.reshape(state, (-1, attention_units + 4 * units))
-            # Eq. (2).
-            energy = ops.tanh(
-                query_proj + ops.expand_dims(reference_proj_i + state[:, :attention_units], 1)
-            )
-            scores = ops.matmul(energy, score_kernel) + score_bias  # (2B, Tq)
+            # `split`, not slicing: a strided slice's gradient writes a full-size zero tensor.
+            state_attention, state_lstm = ops.split(state, [attention_units], axis=-1)
+            # Eq. (2); the score as a product and a sum: a matmul with one output column has
+            # a slow gradient.
+            energy = ops.tanh(query_proj + ops.expand_dims(reference_proj_i + state_attention, 1))
+            scores = ops.sum(energy * score_kernel, axis=-1) + score_bias  # (2B, Tq)
             alpha = ops.softmax(ops.where(query_mask2, scores, mask_value), axis=-1)
             attended = ops.einsum("bt,btl->bl", alpha, query2)
             # Eq. (3): g^r_i was computed before the loop.
@@ -244,7 +245,7 @@ class AttentionMatching(keras.layers.Layer):
             # Eq. (7): one LSTM step per direction.
             matched = ops.reshape(matched, (2, -1, ops.shape(matched)[-1]))
             z = ops.matmul(matched, lstm_kernel) + lstm_bias  # (2, B, 4u)
-            z = ops.reshape(z, (-1, 4 * units)) + state[:, attention_units:]
+            z = ops.reshape(z, (-1, 4 * units)) + state_lstm
             h, c = lstm_cell(z, c)
             return (h, c), ((h, alpha) if return_attention else h)
 
