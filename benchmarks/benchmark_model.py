@@ -1,10 +1,12 @@
 """Prints the model's training throughput and single-pair inference latency on this machine.
 
-    python benchmarks/benchmark_model.py [--jit] [--steps 20]
+    python benchmarks/benchmark_model.py [--jit] [--steps 20] [--reference]
 
 Training: forward, backward and Adam on batches of 128 pairs, query 16 and reference 72 steps,
 D = 500, l = 128 (issue 2's setting). Inference: one pair, query 32 and reference 300 steps,
-through the model and Eq. (12) decoding.
+through the model and Eq. (12) decoding. `--reference` also measures, on the same machine and
+in the same run, `unhoisted_reference.py`: the plain TF implementation without hoisting that
+issue 2 states its targets against.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ def _batch(batch, query_steps, reference_steps, dim, rng):
     }
 
 
-def benchmark_training(batch=128, query_steps=16, reference_steps=72, dim=500, steps=20, jit=False):
+def benchmark_training(
+    batch=128, query_steps=16, reference_steps=72, dim=500, steps=20, jit=False, model=None
+):
     rng = np.random.default_rng(0)
-    model = build_model(dim, seed=0)
+    model = model or build_model(dim, seed=0)
     optimizer = keras.optimizers.Adam(1e-3, global_clipnorm=5.0)
     inputs = _batch(batch, query_steps, reference_steps, dim, rng)
     gt = np.stack([np.full(batch, 10), np.full(batch, 30)], 1).astype("int32")
@@ -57,9 +61,11 @@ def benchmark_training(batch=128, query_steps=16, reference_steps=72, dim=500, s
     return batch / float(np.median(times))
 
 
-def benchmark_inference(query_steps=32, reference_steps=300, dim=500, repeats=50, jit=False):
+def benchmark_inference(
+    query_steps=32, reference_steps=300, dim=500, repeats=50, jit=False, model=None
+):
     rng = np.random.default_rng(0)
-    model = build_model(dim, seed=0)
+    model = model or build_model(dim, seed=0)
     inputs = _batch(1, query_steps, reference_steps, dim, rng)
     inputs = {k: tf.constant(v) for k, v in inputs.items()}
 
@@ -82,13 +88,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jit", action="store_true", help="compile with XLA")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--reference", action="store_true", help="also measure the unhoisted reference"
+    )
     args = parser.parse_args()
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}, XLA: {args.jit}")
-    pairs = benchmark_training(steps=args.steps, jit=args.jit)
+    models = {"video_reloc": lambda: None}
+    if args.reference:
+        from unhoisted_reference import UnhoistedModel
+
+        models["unhoisted reference"] = UnhoistedModel
     setting = "median step; batch 128, query 16, reference 72, D 500, l 128"
-    print(f"training: {pairs:.1f} pairs/s ({setting})")
-    latency = benchmark_inference(jit=args.jit)
-    print(f"inference: {latency:.2f} ms per pair (median; query 32, reference 300)")
+    for name, make in models.items():
+        pairs = benchmark_training(steps=args.steps, jit=args.jit, model=make())
+        print(f"{name} training: {pairs:.1f} pairs/s ({setting})")
+        latency = benchmark_inference(jit=args.jit, model=make())
+        print(f"{name} inference: {latency:.2f} ms per pair (median; query 32, reference 300)")
 
 
 if __name__ == "__main__":

@@ -255,7 +255,7 @@ class AttentionMatching(keras.layers.Layer):
         )
         states = outputs[0] if return_attention else outputs  # (Tr, 2B, u)
         states = ops.transpose(states, (1, 0, 2))
-        forward, backward = states[:batch], states[batch:]
+        forward, backward = ops.split(states, 2, axis=0)
         backward = reverse_sequence(backward, reference_length)
         matched = ops.concatenate([forward, backward], axis=-1)
         if not return_attention:
