@@ -18,7 +18,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("rest_api_port", serving.DEFAULT_REST_API_PORT, "HTTP port of the REST API.")
 flags.DEFINE_string("rest_api_host", "0.0.0.0", "Address the REST API listens on.")
 flags.DEFINE_string("model_name", "default", "Name of the model in URLs (with model_base_path).")
-flags.DEFINE_string("model_base_path", None, "Folder of numeric versions; the highest is served.")
+flags.DEFINE_string(
+    "model_base_path", None, "Folder of numeric versions; the highest is served (polled)."
+)
 flags.DEFINE_string("model_config_file", None, "TensorFlow Serving text-format model config.")
 flags.DEFINE_bool("enable_batching", True, "Run concurrent requests as one batch.")
 flags.DEFINE_string("batching_parameters_file", None, "Text-format batching parameters.")
@@ -42,6 +44,15 @@ flags.DEFINE_list(
     "Warm-up shapes for every model instead of its own requests: QUERYxREFERENCE (batch 1) or "
     "BATCHxQUERYxREFERENCE, e.g. 32x300,4x32x300. Steps are padded to their bucket (query to "
     "a multiple of 16, reference of 50, batch to a power of two), one compile per bucket.",
+)
+
+flags.DEFINE_float(
+    "file_system_poll_wait_seconds",
+    serving.DEFAULT_FILE_SYSTEM_POLL_WAIT_SECONDS,
+    "Interval in seconds between polls of the base paths for new or removed model versions (as "
+    "TensorFlow Serving): a new version is loaded and warmed up before requests move to it, and "
+    "the versions the policy no longer asks for are unloaded once it is AVAILABLE. 0 or less: "
+    "the versions loaded at start are served until the end.",
 )
 
 flags.mark_flags_as_mutual_exclusive(["model_base_path", "model_config_file"], required=True)
@@ -71,6 +82,7 @@ def main(argv):
         rest_api_host=FLAGS.rest_api_host,
         enable_model_warmup=FLAGS.enable_model_warmup,
         model_warmup_shapes=shapes,
+        file_system_poll_wait_seconds=FLAGS.file_system_poll_wait_seconds,
     )
 
 

@@ -22,6 +22,15 @@ query and 300 reference steps meets) instead of the first client of each shape p
 A SavedModel without the file gets the same default buckets (with XLA) or one small request;
 `model_warmup_shapes` replaces either.
 
+While serving, the base paths are polled every `file_system_poll_wait_seconds` (TensorFlow
+Serving's `--file_system_poll_wait_seconds`, 1 s by default; 0 or less: never), as TensorFlow
+Serving does (`ModelManager`): a new version folder is loaded and warmed up (LOADING) before
+requests go to it (AVAILABLE); a version the policy no longer asks for (an older one under
+`latest`, or one whose folder is gone) is unloaded once another is AVAILABLE, after the requests
+using it finish (UNLOADING, then END), so requests never go unanswered during the switch; a
+folder without `saved_model.pb` is not a version yet, and one whose load fails is logged and
+tried again when its files change, the other versions serving on.
+
 HTTP is Werkzeug's (`werkzeug.serving.make_server`, threaded); configuration files use the
 text protobuf format of TensorFlow Serving (`--model_config_file`,
 `--batching_parameters_file`), read by the small parser below.
@@ -31,14 +40,16 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import pathlib
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,7 +58,7 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 from werkzeug import exceptions as http_exceptions
 from werkzeug.routing import Map, Rule
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import ThreadedWSGIServer
 from werkzeug.wrappers import Request, Response
 
 from video_reloc import warmup
@@ -69,6 +80,10 @@ OUTPUT_STEP_AXES: dict[str, tuple[str, ...]] = {
 }
 
 logger = logging.getLogger(__name__)
+
+
+class LoadCancelledError(RuntimeError):
+    """A version's load abandoned because the server is stopping."""
 
 
 class ServingError(Exception):
@@ -613,8 +628,19 @@ class ServedVersion:
         kind = "XLA buckets" if self.uses_xla else "no XLA"
         return requests, f"the default shapes ({kind}; the SavedModel has no warm-up file)"
 
-    def warm_up(self, requests: Sequence[WarmupRequest], source: str = "") -> float:
+    def warm_up(
+        self,
+        requests: Sequence[WarmupRequest],
+        source: str = "",
+        should_stop: Callable[[], bool] | None = None,
+    ) -> float:
         """Runs each request once through its signature, as a client's request runs.
+
+        Args:
+            requests: The warm-up requests.
+            source: Where they come from, for the log.
+            should_stop: Asked before each request; `True` abandons the warm-up (the server
+                is stopping) with `LoadCancelledError`.
 
         Returns:
             The seconds taken.
@@ -622,6 +648,7 @@ class ServedVersion:
         Raises:
             RuntimeError: If a request fails (the version must not be served then, as in
                 TensorFlow Serving).
+            LoadCancelledError: If `should_stop` said so.
         """
         start = time.monotonic()
         logger.info(
@@ -632,6 +659,11 @@ class ServedVersion:
             source or "the caller",
         )
         for index, request in enumerate(requests):
+            if should_stop is not None and should_stop():
+                raise LoadCancelledError(
+                    f"model {self.name!r} version {self.version}: warm-up abandoned after "
+                    f"{index} of {len(requests)} request(s): the server is stopping"
+                )
             began = time.monotonic()
             try:
                 if request.signature_name not in self.signatures:
@@ -679,7 +711,11 @@ class ServedVersion:
             batcher.close()
 
 
-def _warm_up(served: ServedVersion, shapes: Sequence[WarmupShape] | None) -> None:
+def _warm_up(
+    served: ServedVersion,
+    shapes: Sequence[WarmupShape] | None,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
     try:
         requests, source = served.warmup_requests(shapes)
     except (ValueError, tf.errors.OpError) as error:
@@ -687,7 +723,426 @@ def _warm_up(served: ServedVersion, shapes: Sequence[WarmupShape] | None) -> Non
             f"model {served.name!r} version {served.version}: no warm-up requests: {error}"
         ) from error
     if requests:
-        served.warm_up(requests, source)
+        served.warm_up(requests, source, should_stop=should_stop)
+
+
+def _aspired_versions(config: ModelConfig, found: Sequence[int]) -> set[int]:
+    """The versions the config's version policy asks for among those found on disk."""
+    if config.versions:
+        return set(config.versions) & set(found)
+    if config.num_latest == 0:
+        return set(found)
+    return set(sorted(found)[-config.num_latest :])
+
+
+def _fingerprint(path: pathlib.Path) -> tuple[tuple[str, int, int], ...]:
+    """(file, size, mtime) of each file under `path`: changes when anything is rewritten."""
+    files = []
+    for folder, _, names in os.walk(path):
+        for name in names:
+            try:
+                stat = os.stat(os.path.join(folder, name))
+            except OSError:
+                continue
+            files.append(
+                (os.path.relpath(os.path.join(folder, name), path), stat.st_size, stat.st_mtime_ns)
+            )
+    return tuple(sorted(files))
+
+
+_ERROR_CODE_NAMES = {
+    value: name
+    for name, value in vars(tf.errors).items()
+    if name.isupper() and isinstance(value, int) and not isinstance(value, bool)
+}
+
+
+def _error_code(error: BaseException) -> str:
+    """TensorFlow's error code name for a failed load, as TensorFlow Serving reports it."""
+    if isinstance(error, tf.errors.OpError):
+        return _ERROR_CODE_NAMES.get(error.error_code, "UNKNOWN")
+    if isinstance(error, FileNotFoundError):
+        return "NOT_FOUND"
+    return "UNKNOWN"
+
+
+# TensorFlow Serving's version states (`ServableState::ManagerState`, as the REST API shows it).
+LOADING = "LOADING"
+AVAILABLE = "AVAILABLE"
+UNLOADING = "UNLOADING"
+END = "END"
+
+DEFAULT_FILE_SYSTEM_POLL_WAIT_SECONDS = 1.0
+LOAD_RETRY_INTERVAL_S = 60.0
+"""A version whose load failed is retried when its files change, else after this long."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Entry:
+    """One version of a model as the manager knows it."""
+
+    state: str
+    served: ServedVersion | None = None
+    error_code: str = "OK"
+    error_message: str = ""
+    refs: int = 0  # requests using `served` now
+    fingerprint: tuple | None = None  # of the files of a failed load
+    failed_at: float | None = None
+
+
+class ModelManager:
+    """The versions of each model and their states, kept in step with the base paths.
+
+    `load` loads what the version policies ask for at start (strictly: any failure raises);
+    `poll` then brings the served versions in line with the version folders found on disk, as
+    TensorFlow Serving's file system polling and availability-preserving policy do:
+
+    - a version the policy asks for that is not loaded is loaded (highest first) and warmed up
+      (state LOADING) and only then served (AVAILABLE);
+    - a loaded version the policy no longer asks for is unloaded once a version it asks for is
+      AVAILABLE (or when it asks for none, or to keep only the highest of several): it stops
+      taking requests (UNLOADING) and is closed when the requests using it have finished (END);
+    - a version folder without `saved_model.pb` is not a version yet; a version whose load fails
+      is logged (naming its path), reported END with the error and retried on a later poll when
+      its files change (else after `LOAD_RETRY_INTERVAL_S`), the other versions serving on;
+    - a base path that is not a folder keeps its loaded versions (logged); one that holds no
+      version at all has them all unloaded (TensorFlow Serving's default, logged).
+
+    Request handlers take a version with `acquire` (thread-safe with the polling).
+
+    Args:
+        configs: The models.
+        batching: Batching parameters shared by all versions; `None` disables batching.
+        enable_model_warmup: Whether to run each version's warm-up requests before serving it
+            (see `ServedVersion.warmup_requests`).
+        model_warmup_shapes: Warm-up shapes for every version, instead of its own requests.
+    """
+
+    def __init__(
+        self,
+        configs: Sequence[ModelConfig] = (),
+        batching: BatchingParameters | None = None,
+        enable_model_warmup: bool = True,
+        model_warmup_shapes: Sequence[WarmupShape] | None = None,
+    ):
+        self.configs = list(configs)
+        self.batching = batching
+        self.enable_model_warmup = enable_model_warmup
+        self.model_warmup_shapes = model_warmup_shapes
+        self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._models: dict[str, dict[int, _Entry]] = {c.name: {} for c in self.configs}
+        self._problems: dict[str, str | None] = {}
+        self._closed = False
+
+    @classmethod
+    def of_versions(cls, models: Mapping[str, Mapping[int, ServedVersion]]) -> ModelManager:
+        """A manager of versions loaded already (as `load_models` returns), with nothing to poll."""
+        manager = cls()
+        for name, versions in models.items():
+            manager._models[name] = {
+                version: _Entry(AVAILABLE, served) for version, served in versions.items()
+            }
+        return manager
+
+    # Loading.
+
+    def load(self) -> None:
+        """Loads and warms up the versions each config asks for (all or nothing).
+
+        Raises:
+            FileNotFoundError: If a base path holds no version (or not a requested one).
+            RuntimeError: If a warm-up request fails.
+            Exception: Whatever loading a SavedModel raises.
+        """
+        try:
+            for config in self.configs:
+                found = find_versions(config.base_path)
+                if not found:
+                    hint = ""
+                    if (pathlib.Path(config.base_path) / "saved_model.pb").exists():
+                        hint = " (it is a SavedModel itself: pass its parent, which holds versions)"
+                    raise FileNotFoundError(
+                        f"model {config.name!r}: no numeric version folder with a SavedModel "
+                        f"under {config.base_path}{hint}"
+                    )
+                missing = sorted(set(config.versions) - set(found))
+                if missing:
+                    raise FileNotFoundError(
+                        f"model {config.name!r}: versions {missing} not found under "
+                        f"{config.base_path} (found {found})"
+                    )
+                for version in sorted(_aspired_versions(config, found)):
+                    self._load(config, version, strict=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(
+        self,
+        config: ModelConfig,
+        version: int,
+        strict: bool,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Loads and warms up one version, then serves it; whether it is AVAILABLE."""
+        name = config.name
+        path = pathlib.Path(config.base_path) / str(version)
+        fingerprint = _fingerprint(path)
+        entry = _Entry(LOADING)
+        with self._lock:
+            if self._closed:
+                return False
+            self._models.setdefault(name, {})[version] = entry
+        logger.info("Loading model %s version %d from %s", name, version, path)
+        served = None
+        try:
+            served = ServedVersion(name, version, path, self.batching)
+            if self.enable_model_warmup:
+                _warm_up(served, self.model_warmup_shapes, should_stop)
+        except Exception as error:  # noqa: BLE001 - a bad version must not stop the server
+            if served is not None:
+                served.close()
+            cancelled = isinstance(error, LoadCancelledError)
+            with self._lock:
+                entry.state = END
+                if not cancelled:
+                    entry.error_code = _error_code(error)
+                    entry.error_message = f"loading {path} failed: {error}"
+                    entry.fingerprint, entry.failed_at = fingerprint, time.monotonic()
+                serving = self._available(name)
+            if strict:
+                raise
+            if cancelled:
+                logger.info("%s", error)
+            else:
+                logger.error(
+                    "Model %s version %d: loading %s failed, so it is not served (still serving "
+                    "versions %s); retrying when its files change: %s: %s",
+                    name,
+                    version,
+                    path,
+                    serving,
+                    type(error).__name__,
+                    error,
+                )
+            return False
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                entry.served, entry.state = served, AVAILABLE
+            serving = self._available(name)
+        if closed:
+            served.close()
+            entry.state = END
+            return False
+        logger.info(
+            "Model %s version %d is AVAILABLE (serving versions %s)", name, version, serving
+        )
+        return True
+
+    # Polling.
+
+    def poll(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Brings each model's versions in line with its base path once; never raises.
+
+        Args:
+            should_stop: Asked between steps; `True` ends the poll early (the server stops).
+        """
+        with self._poll_lock:
+            for config in self.configs:
+                if should_stop() or self._closed:
+                    return
+                try:
+                    self._poll_model(config, should_stop)
+                except Exception:  # noqa: BLE001 - polling goes on
+                    logger.exception(
+                        "Polling model %s under %s failed", config.name, config.base_path
+                    )
+
+    def _report(self, name: str, problem: str | None) -> None:
+        """Logs a model's base path problem once, until it changes."""
+        if self._problems.get(name) != problem and problem is not None:
+            logger.warning("Model %s: %s", name, problem)
+        self._problems[name] = problem
+
+    def _poll_model(self, config: ModelConfig, should_stop: Callable[[], bool]) -> None:
+        base = pathlib.Path(config.base_path)
+        if not base.is_dir():
+            self._report(
+                config.name, f"base path {base} is not a folder; keeping the versions loaded"
+            )
+            return
+        found = find_versions(base)
+        aspired = _aspired_versions(config, found)
+        problem = None
+        if not found:
+            problem = (
+                f"no numeric version folder with a SavedModel under {base}; unloading its versions"
+            )
+        elif config.versions and not aspired:
+            problem = f"none of versions {sorted(config.versions)} under {base} (found {found})"
+        self._report(config.name, problem)
+        self._unload_unaspired(config.name, aspired)
+        for version in sorted(aspired, reverse=True):
+            if should_stop():
+                return
+            if self._wants_load(config.name, version, base / str(version)):
+                self._load(config, version, strict=False, should_stop=should_stop)
+                self._unload_unaspired(config.name, aspired)
+
+    def _wants_load(self, name: str, version: int, path: pathlib.Path) -> bool:
+        with self._lock:
+            entry = self._models.get(name, {}).get(version)
+        if entry is None:
+            return True
+        if entry.state != END:
+            return False
+        if entry.failed_at is None:
+            return True  # unloaded earlier, its folder back again
+        return (
+            _fingerprint(path) != entry.fingerprint
+            or time.monotonic() - entry.failed_at >= LOAD_RETRY_INTERVAL_S
+        )
+
+    def _unload_unaspired(self, name: str, aspired: set[int]) -> None:
+        """Unloads the versions no longer asked for, lowest first, as TensorFlow Serving's
+        `AvailabilityPreservingPolicy` does.
+
+        Only while no version is asked for, one that is asked for is AVAILABLE, or more than
+        one unwanted version is: a wanted version that fails to load leaves the old one serving.
+        """
+        with self._lock:
+            entries = self._models.get(name, {})
+            while True:
+                unwanted = sorted(
+                    v for v, e in entries.items() if e.state == AVAILABLE and v not in aspired
+                )
+                wanted_available = any(
+                    v in entries and entries[v].state == AVAILABLE for v in aspired
+                )
+                if not unwanted or not (not aspired or wanted_available or len(unwanted) > 1):
+                    return
+                version = unwanted[0]
+                entry = entries[version]
+                entry.state = UNLOADING
+                logger.info(
+                    "Unloading model %s version %d (%d request(s) in flight; serving versions %s)",
+                    name,
+                    version,
+                    entry.refs,
+                    self._available(name),
+                )
+                if entry.refs == 0:
+                    self._finish_unload(name, version, entry)
+
+    def _finish_unload(self, name: str, version: int, entry: _Entry) -> None:
+        """Closes an UNLOADING version that no request uses; under `_lock`."""
+        if entry.served is not None:
+            entry.served.close()
+        entry.served, entry.state = None, END
+        logger.info("Unloaded model %s version %d", name, version)
+
+    # Serving.
+
+    def _available(self, name: str) -> list[int]:
+        """The AVAILABLE versions of a model, ascending; under `_lock`."""
+        return sorted(v for v, e in self._models.get(name, {}).items() if e.state == AVAILABLE)
+
+    def _model(self, name: str) -> dict[int, _Entry]:
+        if name not in self._models:
+            raise ServingError(
+                f"model: {name!r} is not served (serving {sorted(self._models)})", 404
+            )
+        return self._models[name]
+
+    @contextlib.contextmanager
+    def acquire(self, name: str, version: str | int | None = None) -> Iterator[ServedVersion]:
+        """The AVAILABLE version asked for (`None`: the highest), kept loaded while in use.
+
+        Raises:
+            ServingError: 404 for an unknown model, or a version that is not AVAILABLE.
+        """
+        with self._lock:
+            entries = self._model(name)
+            available = self._available(name)
+            if version is None:
+                if not available:
+                    raise ServingError(f"model: {name!r} has no AVAILABLE version", 404)
+                entry = entries[available[-1]]
+            else:
+                text = str(version)
+                entry = entries.get(int(text)) if text.isdigit() else None
+                if entry is None or entry.state != AVAILABLE:
+                    state = f"it is {entry.state}; " if entry is not None else ""
+                    raise ServingError(
+                        f"version: {text!r} of model {name!r} is not served ({state}serving "
+                        f"{available})",
+                        404,
+                    )
+            entry.refs += 1
+            served = entry.served
+        try:
+            yield served
+        finally:
+            with self._lock:
+                entry.refs -= 1
+                if entry.refs == 0 and entry.state == UNLOADING:
+                    self._finish_unload(name, served.version, entry)
+
+    def status(self, name: str, version: str | int | None = None) -> list[dict[str, Any]]:
+        """TensorFlow Serving's `model_version_status` of a model's versions, highest first.
+
+        Every version the manager has loaded or tried to load is listed, with its state
+        (LOADING, AVAILABLE, UNLOADING or END) and, for a failed load, the error.
+
+        Raises:
+            ServingError: 404 for an unknown model, or a version never loaded.
+        """
+        with self._lock:
+            entries = self._model(name)
+            if version is None:
+                chosen = sorted(entries, reverse=True)
+                if not chosen:
+                    raise ServingError(f"model: {name!r} has no version loaded yet", 404)
+            else:
+                text = str(version)
+                if not text.isdigit() or int(text) not in entries:
+                    raise ServingError(
+                        f"version: {text!r} of model {name!r} is not served (serving "
+                        f"{self._available(name)})",
+                        404,
+                    )
+                chosen = [int(text)]
+            return [
+                {
+                    "version": str(v),
+                    "state": entries[v].state,
+                    "status": {
+                        "error_code": entries[v].error_code,
+                        "error_message": entries[v].error_message,
+                    },
+                }
+                for v in chosen
+            ]
+
+    def versions(self) -> dict[str, dict[int, ServedVersion]]:
+        """`{name: {version: ServedVersion}}` of the AVAILABLE versions now."""
+        with self._lock:
+            return {
+                name: {v: e.served for v, e in entries.items() if e.state == AVAILABLE}
+                for name, entries in self._models.items()
+            }
+
+    def close(self) -> None:
+        """Closes every loaded version; a load finishing later is closed, not served."""
+        with self._lock:
+            self._closed = True
+            for entries in self._models.values():
+                for entry in entries.values():
+                    if entry.served is not None:
+                        entry.served.close()
+                        entry.served, entry.state = None, END
 
 
 def load_models(
@@ -696,7 +1151,7 @@ def load_models(
     enable_model_warmup: bool = True,
     model_warmup_shapes: Sequence[WarmupShape] | None = None,
 ) -> dict[str, dict[int, ServedVersion]]:
-    """Loads the versions each config asks for, and warms each up.
+    """Loads the versions each config asks for, and warms each up (`ModelManager.load`).
 
     Args:
         configs: The models.
@@ -712,40 +1167,9 @@ def load_models(
         FileNotFoundError: If a base path holds no version (or not a requested one).
         RuntimeError: If a warm-up request fails.
     """
-    models = {}
-    for config in configs:
-        found = find_versions(config.base_path)
-        if not found:
-            hint = ""
-            if (pathlib.Path(config.base_path) / "saved_model.pb").exists():
-                hint = " (it is a SavedModel itself: pass its parent, which holds versions)"
-            raise FileNotFoundError(
-                f"model {config.name!r}: no numeric version folder with a SavedModel under "
-                f"{config.base_path}{hint}"
-            )
-        if config.versions:
-            missing = sorted(set(config.versions) - set(found))
-            if missing:
-                raise FileNotFoundError(
-                    f"model {config.name!r}: versions {missing} not found under "
-                    f"{config.base_path} (found {found})"
-                )
-            chosen = sorted(config.versions)
-        else:
-            chosen = found if config.num_latest == 0 else found[-config.num_latest :]
-        models[config.name] = {}
-        for version in chosen:
-            path = pathlib.Path(config.base_path) / str(version)
-            logger.info("Loading model %s version %d from %s", config.name, version, path)
-            served = ServedVersion(config.name, version, path, batching)
-            if enable_model_warmup:
-                try:
-                    _warm_up(served, model_warmup_shapes)
-                except RuntimeError:
-                    served.close()
-                    raise
-            models[config.name][version] = served
-    return models
+    manager = ModelManager(configs, batching, enable_model_warmup, model_warmup_shapes)
+    manager.load()
+    return manager.versions()
 
 
 # --------------------------------------------------------------------------------------------
@@ -914,18 +1338,20 @@ class RestApi:
     """The WSGI application of TensorFlow Serving's REST API over loaded models.
 
     Args:
-        models: `{name: {version: ServedVersion}}` (see `load_models`).
+        models: A `ModelManager`, or `{name: {version: ServedVersion}}` (see `load_models`).
         max_request_bytes: Bodies beyond this get HTTP 400.
         timeout_ms: A request waiting longer than this for the model gets HTTP 503.
     """
 
     def __init__(
         self,
-        models: Mapping[str, Mapping[int, ServedVersion]],
+        models: ModelManager | Mapping[str, Mapping[int, ServedVersion]],
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
     ):
-        self.models = models
+        self.manager = (
+            models if isinstance(models, ModelManager) else ModelManager.of_versions(models)
+        )
         self.max_request_bytes = max_request_bytes
         self.timeout_s = timeout_ms / 1000.0
         prefix = "/v1/models/<name>"
@@ -960,52 +1386,29 @@ class RestApi:
             response = _json_response({"error": f"internal error: {error}"}, 500)
         return response(environ, start_response)
 
-    def _versions(self, name: str, version: str | None) -> list[ServedVersion]:
-        if name not in self.models:
-            raise ServingError(
-                f"model: {name!r} is not served (serving {sorted(self.models)})", 404
-            )
-        versions = self.models[name]
-        if version is None:
-            return [versions[v] for v in sorted(versions, reverse=True)]
-        if not version.isdigit() or int(version) not in versions:
-            raise ServingError(
-                f"version: {version!r} of model {name!r} is not served (serving "
-                f"{sorted(versions)})",
-                404,
-            )
-        return [versions[int(version)]]
-
     def _status(self, request: Request, name: str, version: str | None = None) -> Response:
-        return _json_response(
-            {
-                "model_version_status": [
-                    {
-                        "version": str(served.version),
-                        "state": "AVAILABLE",
-                        "status": {"error_code": "OK", "error_message": ""},
-                    }
-                    for served in self._versions(name, version)
-                ]
-            }
-        )
+        return _json_response({"model_version_status": self.manager.status(name, version)})
 
     def _metadata(self, request: Request, name: str, version: str | None = None) -> Response:
-        served = self._versions(name, version)[0]
-        return _json_response(
-            {
-                "model_spec": {"name": name, "signature_name": "", "version": str(served.version)},
-                "metadata": {"signature_def": {"signature_def": served.signature_defs}},
-            }
-        )
+        with self.manager.acquire(name, version) as served:
+            return _json_response(
+                {
+                    "model_spec": {
+                        "name": name,
+                        "signature_name": "",
+                        "version": str(served.version),
+                    },
+                    "metadata": {"signature_def": {"signature_def": served.signature_defs}},
+                }
+            )
 
     def _label(self, request: Request, name: str, label: str) -> Response:
-        self._versions(name, None)
+        self.manager.status(name)
         raise ServingError(f"label: {label!r} is not defined for model {name!r}", 404)
 
     def _verb(self, request: Request, name: str, verb: str, version: str | None = None):
-        self._versions(name, version)
-        raise ServingError(f"verb: ':{verb}' is not supported; use ':predict'", 400)
+        with self.manager.acquire(name, version):
+            raise ServingError(f"verb: ':{verb}' is not supported; use ':predict'", 400)
 
     def _read_json(self, request: Request) -> Any:
         limit = self.max_request_bytes
@@ -1027,9 +1430,11 @@ class RestApi:
 
     def _predict(self, request: Request, name: str, version: str | None = None) -> Response:
         body = self._read_json(request)
-        served = self._versions(name, version)[0]
-        signature_name, inputs, row_format, steps = parse_predict_request(body, served.input_specs)
-        outputs = served.predict(signature_name, inputs, self.timeout_s)
+        with self.manager.acquire(name, version) as served:
+            signature_name, inputs, row_format, steps = parse_predict_request(
+                body, served.input_specs
+            )
+            outputs = served.predict(signature_name, inputs, self.timeout_s)
         if row_format:
             return _json_response({"predictions": _row_predictions(outputs, steps)})
         return _json_response({"outputs": {k: v.tolist() for k, v in outputs.items()}})
@@ -1049,22 +1454,108 @@ def _drain(stream, length: int | None, cap: int = 1 << 30) -> None:
 # The server.
 
 
+class _Poller:
+    """The thread that polls a manager's base paths every `wait_seconds`."""
+
+    def __init__(self, manager: ModelManager, wait_seconds: float):
+        self.manager = manager
+        self.wait_seconds = wait_seconds
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="model-version-poller", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.wait_seconds):
+            self.manager.poll(self._stop.is_set)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stops polling; a load in progress stops at its next warm-up request."""
+        self._stop.set()
+        if self.thread is not threading.current_thread() and self.thread.is_alive():
+            self.thread.join(timeout_s)
+            if self.thread.is_alive():
+                logger.warning("The model version poller did not stop within %g s", timeout_s)
+
+
+class ModelServer(ThreadedWSGIServer):
+    """Werkzeug's threaded WSGI server of a `RestApi`, owning the thread that polls its models.
+
+    `shutdown()` and `server_close()` stop the polling; the versions stay loaded (see
+    `ModelManager.close`).
+    """
+
+    def __init__(self, host: str, port: int, app: RestApi):
+        super().__init__(host, port, app)
+        self.manager = app.manager
+        self._poller: _Poller | None = None
+
+    @property
+    def polling(self) -> bool:
+        """Whether the base paths are being polled."""
+        return self._poller is not None and self._poller.thread.is_alive()
+
+    def start_polling(self, wait_seconds: float) -> None:
+        """Polls the manager's base paths every `wait_seconds` (0 or less: never)."""
+        if wait_seconds > 0 and not self.polling:
+            logger.info("Polling the models' base paths every %g s", wait_seconds)
+            self._poller = _Poller(self.manager, wait_seconds)
+
+    def stop_polling(self) -> None:
+        """Stops the polling and waits for it, from whichever thread (Werkzeug's
+        `serve_forever` calls `server_close` as it ends, while `shutdown` may be waiting)."""
+        if self._poller is not None:
+            self._poller.stop()
+
+    def shutdown(self) -> None:
+        try:
+            super().shutdown()
+        finally:
+            self.stop_polling()
+
+    def server_close(self) -> None:
+        try:
+            self.stop_polling()
+        finally:
+            super().server_close()
+
+
 def start_server(
-    models: Mapping[str, Mapping[int, ServedVersion]],
+    models: ModelManager | Mapping[str, Mapping[int, ServedVersion]],
     port: int = DEFAULT_REST_API_PORT,
     host: str = "0.0.0.0",
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
-) -> BaseWSGIServer:
+    file_system_poll_wait_seconds: float | None = None,
+) -> ModelServer:
     """Starts a threaded server in a background thread (port 0 picks a free one).
 
+    Args:
+        models: A loaded `ModelManager`, whose base paths the server polls; or versions loaded
+            already, `{name: {version: ServedVersion}}` (see `load_models`), served as they are.
+        port: The HTTP port.
+        host: The address to listen on.
+        max_request_bytes: Bodies beyond this get HTTP 400.
+        timeout_ms: A request waiting longer for the model gets HTTP 503.
+        file_system_poll_wait_seconds: Seconds between polls of a manager's base paths (see
+            `ModelManager.poll`); 0 or less: none; `None`: 1 s for a manager, none for
+            versions loaded already (there is nothing to poll).
+
     Returns:
-        The Werkzeug server: `server.port` is its port, `server.shutdown()` stops it.
+        The server: `server.port` is its port, `server.shutdown()` stops it and its polling.
+
+    Raises:
+        ValueError: If polling is asked for versions loaded already.
     """
+    is_manager = isinstance(models, ModelManager)
+    if file_system_poll_wait_seconds is None:
+        file_system_poll_wait_seconds = DEFAULT_FILE_SYSTEM_POLL_WAIT_SECONDS if is_manager else 0
+    if file_system_poll_wait_seconds > 0 and not is_manager:
+        raise ValueError("polling the base paths needs a ModelManager, not loaded versions")
     app = RestApi(models, max_request_bytes=max_request_bytes, timeout_ms=timeout_ms)
-    server = make_server(host, port, app, threaded=True)
+    server = ModelServer(host, port, app)
     thread = threading.Thread(target=server.serve_forever, name="rest-api", daemon=True)
     thread.start()
+    server.start_polling(file_system_poll_wait_seconds)
     return server
 
 
@@ -1094,6 +1585,7 @@ def serve(
     rest_api_host: str = "0.0.0.0",
     enable_model_warmup: bool = True,
     model_warmup_shapes: Sequence[WarmupShape] | None = None,
+    file_system_poll_wait_seconds: float = DEFAULT_FILE_SYSTEM_POLL_WAIT_SECONDS,
 ) -> None:
     """Loads and warms up the models, then serves TensorFlow Serving's REST API until interrupted.
 
@@ -1110,6 +1602,9 @@ def serve(
         enable_model_warmup: Whether to warm each version up before serving (TensorFlow
             Serving's flag): its `assets.extra/tf_serving_warmup_requests`, else default shapes.
         model_warmup_shapes: Warm-up shapes for every version instead.
+        file_system_poll_wait_seconds: Seconds between polls of the base paths for new or
+            removed versions (TensorFlow Serving's flag; see `ModelManager`); 0 or less: the
+            versions loaded at start are served until the end.
     """
     configs = model_configs_from_flags(model_name, model_base_path, model_config_file)
     batching = None
@@ -1118,30 +1613,41 @@ def serve(
         if batching_parameters_file:
             path = pathlib.Path(batching_parameters_file)
             batching = parse_batching_parameters(path.read_text(encoding="utf-8"), str(path))
-    models = load_models(configs, batching, enable_model_warmup, model_warmup_shapes)
-    app = RestApi(models, max_request_bytes=max_request_bytes, timeout_ms=rest_api_timeout_in_ms)
-    server = make_server(rest_api_host, rest_api_port, app, threaded=True)
-    served = {name: sorted(versions) for name, versions in models.items()}
-    logger.info("Serving %s on http://%s:%d", served, rest_api_host, server.port)
-    print(f"Serving {served} on http://{rest_api_host}:{server.port}", flush=True)
+    manager = ModelManager(configs, batching, enable_model_warmup, model_warmup_shapes)
+    manager.load()
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        app = RestApi(
+            manager, max_request_bytes=max_request_bytes, timeout_ms=rest_api_timeout_in_ms
+        )
+        server = ModelServer(rest_api_host, rest_api_port, app)
+        served = {name: sorted(versions) for name, versions in manager.versions().items()}
+        logger.info("Serving %s on http://%s:%d", served, rest_api_host, server.port)
+        print(f"Serving {served} on http://{rest_api_host}:{server.port}", flush=True)
+        server.start_polling(file_system_poll_wait_seconds)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
     finally:
-        server.server_close()
-        for versions in models.values():
-            for version in versions.values():
-                version.close()
+        manager.close()
 
 
 __all__ = [
+    "AVAILABLE",
     "BatchingParameters",
     "ConfigError",
+    "END",
+    "LOADING",
+    "LoadCancelledError",
     "ModelConfig",
+    "ModelManager",
+    "ModelServer",
     "RestApi",
     "ServedVersion",
     "ServingError",
+    "UNLOADING",
     "find_versions",
     "load_models",
     "model_configs_from_flags",
