@@ -14,6 +14,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from net import free_ports, request
 
 from video_reloc import build_model
 from video_reloc.decode import segment_scores
@@ -54,17 +55,6 @@ def server(base_path):
     yield {"url": f"http://127.0.0.1:{server.port}", "small": f"http://127.0.0.1:{small.port}"}
     server.shutdown()
     small.shutdown()
-
-
-def request(url: str, body: bytes | str | None = None, timeout: float = 120.0):
-    """(status, decoded JSON) of a GET (no body) or POST."""
-    data = body.encode() if isinstance(body, str) else body
-    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def make_pair(seed: int, query_steps: int = 6, reference_steps: int = 30):
@@ -416,12 +406,6 @@ def test_load_models_errors(base_path, tmp_path):
         load_models([ModelConfig("x", str(tmp_path))])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_serve_binary_with_model_config_file(base_path, tmp_path):
     """The console script serves two models from a config file; serving imports no training."""
@@ -433,7 +417,7 @@ def test_serve_binary_with_model_config_file(base_path, tmp_path):
         "    model_version_policy { specific { versions: 1 versions: 2 } } }\n"
         "}\n"
     )
-    port = _free_port()
+    port = free_ports()[0]
     code = (
         "import sys\n"
         "from video_reloc_bin import serve\n"

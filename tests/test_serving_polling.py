@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from net import free_ports, request
 
 from video_reloc import build_model
 from video_reloc.export import export_saved_model
@@ -67,17 +67,6 @@ def replace_file(path, data: bytes) -> None:
     aside = path.with_name(f".{path.name}.tmp")
     aside.write_bytes(data)
     os.replace(aside, path)
-
-
-def request(url: str, body: str | None = None, timeout: float = TIMEOUT_S):
-    """(status, decoded JSON) of a GET (no body) or POST."""
-    data = None if body is None else body.encode()
-    req = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def _pair() -> dict:
@@ -421,18 +410,12 @@ def test_shutdown_abandons_a_warm_up_in_progress(exported, tmp_path, monkeypatch
         manager.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_serve_binary_polls(exported, tmp_path):
     """`video-reloc-serve --file_system_poll_wait_seconds` serves a version exported later."""
     base = tmp_path / "reloc"
     add_version(base, 1, exported)
-    port = _free_port()
+    port = free_ports()[0]
     code = (
         "import sys\n"
         "from video_reloc_bin import serve\n"

@@ -3,13 +3,13 @@
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from net import free_ports
 
 from video_reloc import data, evaluation, training
 from video_reloc.metrics import THRESHOLDS
@@ -213,19 +213,9 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path):
     assert out["one_device"]["sgd_delta"] > 0
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.mark.slow
 def test_multi_worker_mirrored_two_processes_end_with_the_same_weights(tmp_path):
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     code = (
         COMMON
         + f"""
