@@ -168,16 +168,12 @@ class RelocalizationModule(tf.Module):
 
 def _bucket_edges(limit: int, multiple: int) -> list[int]:
     """The padded sizes of 1 ... `limit` steps: multiples of `multiple` up to `limit`'s bucket."""
-    return list(
-        range(multiple, (max(limit, 1) + multiple - 1) // multiple * multiple + 1, multiple)
-    )
+    return list(range(multiple, int(_round_up(limit, multiple)) + 1, multiple))
 
 
 def batch_bucket(size: int) -> int:
-    """The padded batch of `size` rows, as the signature pads it (`_batch_bucket`)."""
-    if size <= BATCH_BUCKET:
-        return 1 << max(size - 1, 0).bit_length()
-    return -(-size // BATCH_BUCKET) * BATCH_BUCKET
+    """The padded batch of `size` rows: the signature's own rule (`_batch_bucket`), evaluated."""
+    return int(_batch_bucket(tf.constant(size, tf.int32)))
 
 
 def bucket_warmup_shapes(
