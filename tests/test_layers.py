@@ -192,11 +192,18 @@ class TestAttentionMatching:
         reference = rng.standard_normal((3, 8, 6)).astype("float32")
         return query, reference, np.array([5, 2, 1], "int32"), np.array([8, 3, 1], "int32")
 
-    def test_equals_numpy_transcription_of_the_equations(self):
+    # training=True runs each step of the loop as one XLA computation.
+    @pytest.mark.parametrize("training", [False, True])
+    def test_equals_numpy_transcription_of_the_equations(self, training):
         query, reference, query_length, reference_length = self._inputs()
         layer = AttentionMatching(units=4, bilinear_rank=3, bias_initializer="random_normal")
         matched, attention = layer(
-            query, reference, query_length, reference_length, return_attention=True
+            query,
+            reference,
+            query_length,
+            reference_length,
+            return_attention=True,
+            training=training,
         )
         assert matched.shape == (3, 8, 8) and attention.shape == (3, 8, 5)
         expected = _numpy_matching(layer, query, reference, query_length, reference_length)
@@ -205,6 +212,62 @@ class TestAttentionMatching:
             np.testing.assert_allclose(matched[b, :n], states, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(attention[b, :n, :m], alpha, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(np.asarray(attention[b, :n, m:]), 0.0, atol=1e-7)
+
+    @pytest.mark.parametrize("return_attention", [False, True])
+    @pytest.mark.parametrize(
+        "cross_gating,matching",
+        [(False, "concat"), (True, "concat"), (False, "bilinear"), (True, "bilinear")],
+    )
+    def test_compiled_step_gives_the_same_gradients(self, cross_gating, matching, return_attention):
+        # training=True compiles each step (and its gradient) with XLA; training=False runs
+        # the plain loop. Inputs with None dimensions, as a training step traces them.
+        query, reference, query_length, reference_length = self._inputs(seed=3)
+        layer = AttentionMatching(
+            units=4,
+            attention_units=5,
+            cross_gating=cross_gating,
+            matching=matching,
+            bilinear_rank=3,
+            bias_initializer="random_normal",
+        )
+        layer(query, reference, query_length, reference_length)
+        rng = np.random.default_rng(7)
+        state_weights = tf.constant(rng.standard_normal((3, 8, 8)), tf.float32)
+        attention_weights = tf.constant(rng.standard_normal((3, 8, 5)), tf.float32)
+
+        def gradients(training):
+            @tf.function(
+                input_signature=[tf.TensorSpec((None, None, 6)), tf.TensorSpec((None, None, 6))]
+            )
+            def run(query, reference):
+                with tf.GradientTape() as tape:
+                    tape.watch([query, reference])
+                    out = layer(
+                        query,
+                        reference,
+                        query_length,
+                        reference_length,
+                        return_attention=return_attention,
+                        training=training,
+                    )
+                    if return_attention:
+                        out, attention = out
+                    loss = tf.reduce_sum(out * state_weights)
+                    if return_attention:
+                        loss += tf.reduce_sum(attention * attention_weights)
+                sources = [query, reference] + layer.trainable_variables
+                return out, tape.gradient(loss, sources)
+
+            return run(tf.constant(query), tf.constant(reference))
+
+        expected_out, expected = gradients(False)
+        out, actual = gradients(True)
+        np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-6)
+        assert len(actual) == len(expected) == 2 + len(layer.trainable_variables)
+        for a, e in zip(actual, expected):
+            assert a is not None
+            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
+            assert np.abs(np.asarray(e)).max() > 0
 
     @pytest.mark.parametrize(
         "cross_gating,matching", [(False, "concat"), (True, "concat"), (False, "bilinear")]

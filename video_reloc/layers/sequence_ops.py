@@ -56,7 +56,7 @@ def lstm_cell(z, c):
     return ops.sigmoid(zo) * ops.tanh(c), c
 
 
-def scan(step, carry, inputs, steps, num_outputs=1):
+def scan(step, carry, inputs, steps, num_outputs=1, compile_step=False):
     """Runs `step` over the leading (time) axis of `inputs` and stacks its outputs.
 
     `keras.ops.scan` needs outputs shaped like the carry, which an attention map is not, so
@@ -71,10 +71,15 @@ def scan(step, carry, inputs, steps, num_outputs=1):
         inputs: List of time-major tensors `(T, ...)`.
         steps: T.
         num_outputs: 1 for a single output tensor, else the tuple's length.
+        compile_step: Whether to compile `step` with XLA, so that each iteration, and each
+            iteration of the gradient's loop, runs as one fused computation instead of dozens
+            of TF ops. Inside a function that is itself compiled with XLA this changes nothing.
 
     Returns:
         The stacked outputs, each `(T, ...)`, with the structure of `step`'s outputs.
     """
+    if compile_step:
+        step = tf.function(step, jit_compile=True, autograph=False)
     dtype = carry[0].dtype
     input_arrays = [
         tf.TensorArray(x.dtype, size=steps, element_shape=x.shape[1:]).unstack(x) for x in inputs
