@@ -99,57 +99,33 @@ def _message_classes():
     except KeyError:
         field = descriptor_pb2.FieldDescriptorProto
         optional, repeated = field.LABEL_OPTIONAL, field.LABEL_REPEATED
-        string, message = field.TYPE_STRING, field.TYPE_MESSAGE
+        string, message_type = field.TYPE_STRING, field.TYPE_MESSAGE
         proto = descriptor_pb2.FileDescriptorProto(
             name=_PROTO_FILE,
             package=_PACKAGE,
             syntax="proto3",
             dependency=[tensor_pb2.DESCRIPTOR.name],
         )
+
+        def message_field(message, name, number, type_name, label=optional):
+            message.field.add(
+                name=name, number=number, label=label, type=message_type, type_name=type_name
+            )
+
         spec = proto.message_type.add(name="ModelSpec")
         spec.field.add(name="name", number=1, label=optional, type=string)
         spec.field.add(name="signature_name", number=3, label=optional, type=string)
         request = proto.message_type.add(name="PredictRequest")
-        request.field.add(
-            name="model_spec",
-            number=1,
-            label=optional,
-            type=message,
-            type_name=f".{_PACKAGE}.ModelSpec",
-        )
+        message_field(request, "model_spec", 1, f".{_PACKAGE}.ModelSpec")
         entry = request.nested_type.add(name="InputsEntry")
         entry.options.map_entry = True
         entry.field.add(name="key", number=1, label=optional, type=string)
-        entry.field.add(
-            name="value",
-            number=2,
-            label=optional,
-            type=message,
-            type_name=".tensorflow.TensorProto",
-        )
-        request.field.add(
-            name="inputs",
-            number=2,
-            label=repeated,
-            type=message,
-            type_name=f".{_PACKAGE}.PredictRequest.InputsEntry",
-        )
+        message_field(entry, "value", 2, ".tensorflow.TensorProto")
+        message_field(request, "inputs", 2, f".{_PACKAGE}.PredictRequest.InputsEntry", repeated)
         log = proto.message_type.add(name="PredictLog")
-        log.field.add(
-            name="request",
-            number=1,
-            label=optional,
-            type=message,
-            type_name=f".{_PACKAGE}.PredictRequest",
-        )
+        message_field(log, "request", 1, f".{_PACKAGE}.PredictRequest")
         prediction_log = proto.message_type.add(name="PredictionLog")
-        prediction_log.field.add(
-            name="predict_log",
-            number=6,
-            label=optional,
-            type=message,
-            type_name=f".{_PACKAGE}.PredictLog",
-        )
+        message_field(prediction_log, "predict_log", 6, f".{_PACKAGE}.PredictLog")
         pool.AddSerializedFile(proto.SerializeToString())
     return tuple(
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
