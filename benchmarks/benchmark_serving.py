@@ -11,6 +11,9 @@
   (windows of 300 every 150, batches of 64).
 
 Both exports are measured: with XLA (`jit_compile=True`, the default) and without.
+`--reference` also measures the XLA latency of `unhoisted_reference.py`, the plain
+implementation issue 2 quotes at 24 ms on the 2-core CPU of the 15 ms target, and prints the
+target scaled to this machine.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from video_reloc.relocalize import load_predictor, relocalize
 from video_reloc.serving import BatchingParameters, ModelConfig, load_models, start_server
 
 LATENCY_TARGET_MS = 15.0
+YARDSTICK_XLA_MS = 24.0  # the unhoisted implementation with XLA, on the target's machine
 FEATURE_DIM = 500
 
 
@@ -110,9 +114,24 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--skip_plain", action="store_true", help="skip the export without XLA")
     parser.add_argument("--skip_rest", action="store_true", help="skip the REST round trip")
+    parser.add_argument(
+        "--reference", action="store_true", help="scale the target by the unhoisted yardstick"
+    )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores")
+    target_ms = LATENCY_TARGET_MS
+    if args.reference:
+        from benchmark_model import benchmark_inference
+        from unhoisted_reference import UnhoistedModel
+
+        yardstick_ms = benchmark_inference(jit=True, model=UnhoistedModel())
+        target_ms = LATENCY_TARGET_MS * yardstick_ms / YARDSTICK_XLA_MS
+        print(
+            f"unhoisted yardstick with XLA: {yardstick_ms:.1f} ms per pair (24 ms on the "
+            f"target's machine): the {LATENCY_TARGET_MS:.0f} ms target reads "
+            f"{target_ms:.1f} ms here"
+        )
     model = build_model(FEATURE_DIM, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         kinds = {"XLA": True} if args.skip_plain else {"XLA": True, "no XLA": False}
@@ -122,10 +141,10 @@ def main():
             paths[name] = (base, str(export_saved_model(model, base, jit_compile=jit)))
         for name, (_, path) in paths.items():
             figures = benchmark_signature(path, args.repeats)
-            verdict = "meets" if figures["latency_ms"] <= LATENCY_TARGET_MS else "misses"
+            verdict = "meets" if figures["latency_ms"] <= target_ms else "misses"
             print(
                 f"[{name}] latency {figures['latency_ms']:.1f} ms per pair (median; query 32, "
-                f"reference 300; {verdict} the {LATENCY_TARGET_MS:.0f} ms target), first call "
+                f"reference 300; {verdict} the {target_ms:.1f} ms target), first call "
                 f"{figures['first_call_s']:.1f} s"
             )
             print(f"[{name}] throughput {figures['pairs_per_s']:.1f} pairs/s at batch 64")

@@ -143,9 +143,11 @@ def must_compile_functions(path: pathlib.Path) -> list[str]:
     return [f.signature.name for f in library.function if f.attr["_XlaMustCompile"].b]
 
 
-def test_xla_marks_the_model_function(exports):
-    """The XLA export's model function is saved as must-compile; the plain one's is not."""
-    assert any("relocalize" in name for name in must_compile_functions(exports["xla"]))
+def test_xla_marks_the_model_stages(exports):
+    """The XLA export's stages are saved as must-compile functions; the plain one's are not."""
+    names = must_compile_functions(exports["xla"])
+    for stage in ("encoder", "_match_direction", "localizer", "_decode"):
+        assert any(f"__inference_{stage}_" in name for name in names), (stage, names)
     assert must_compile_functions(exports["plain"]) == []
 
 

@@ -192,9 +192,12 @@ class TestAttentionMatching:
         reference = rng.standard_normal((3, 8, 6)).astype("float32")
         return query, reference, np.array([5, 2, 1], "int32"), np.array([8, 3, 1], "int32")
 
-    # training=True runs each step of the loop as one XLA computation.
-    @pytest.mark.parametrize("training", [False, True])
-    def test_equals_numpy_transcription_of_the_equations(self, training):
+    # training=True runs each step of the loop as one XLA computation; parallel_directions
+    # runs each direction as an XLA computation of its own.
+    @pytest.mark.parametrize(
+        "training,parallel_directions", [(False, False), (True, False), (False, True)]
+    )
+    def test_equals_numpy_transcription_of_the_equations(self, training, parallel_directions):
         query, reference, query_length, reference_length = self._inputs()
         layer = AttentionMatching(units=4, bilinear_rank=3, bias_initializer="random_normal")
         matched, attention = layer(
@@ -204,6 +207,7 @@ class TestAttentionMatching:
             reference_length,
             return_attention=True,
             training=training,
+            parallel_directions=parallel_directions,
         )
         assert matched.shape == (3, 8, 8) and attention.shape == (3, 8, 5)
         expected = _numpy_matching(layer, query, reference, query_length, reference_length)
@@ -268,6 +272,48 @@ class TestAttentionMatching:
             assert a is not None
             np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
             assert np.abs(np.asarray(e)).max() > 0
+
+    @pytest.mark.parametrize(
+        "cross_gating,matching",
+        [(False, "concat"), (True, "concat"), (False, "bilinear"), (True, "bilinear")],
+    )
+    def test_parallel_directions_equal_one_loop(self, cross_gating, matching):
+        # In a graph with None dimensions, as the exported signature traces it.
+        query, reference, query_length, reference_length = self._inputs(seed=5)
+        layer = AttentionMatching(
+            units=4,
+            attention_units=5,
+            cross_gating=cross_gating,
+            matching=matching,
+            bilinear_rank=3,
+            bias_initializer="random_normal",
+        )
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec((None, None, 6)),
+                tf.TensorSpec((None, None, 6)),
+                tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((None,), tf.int32),
+            ]
+        )
+        def both(query, reference, query_length, reference_length):
+            kwargs = {"return_attention": True}
+            one_loop = layer(query, reference, query_length, reference_length, **kwargs)
+            parallel = layer(
+                query, reference, query_length, reference_length, parallel_directions=True, **kwargs
+            )
+            return one_loop, parallel
+
+        (expected, expected_attention), (matched, attention) = both(
+            query, reference, query_length, reference_length
+        )
+        assert matched.shape == (3, 8, 8) and attention.shape == (3, 8, 5)
+        for b, n in enumerate(reference_length):
+            np.testing.assert_allclose(matched[b, :n], expected[b, :n], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                attention[b, :n], expected_attention[b, :n], rtol=1e-5, atol=1e-6
+            )
 
     @pytest.mark.parametrize(
         "cross_gating,matching", [(False, "concat"), (True, "concat"), (False, "bilinear")]

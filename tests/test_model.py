@@ -36,7 +36,10 @@ def test_output_shapes(model):
     np.testing.assert_allclose(np.exp(outputs["log_probabilities"]).sum(-1), 1.0, rtol=1e-5)
 
 
-def test_padding_never_leaks_into_valid_steps(model):
+# compile_stages runs the encoder, each matching direction and the localizer as XLA
+# computations of their own, as the exported signature does.
+@pytest.mark.parametrize("compile_stages", [False, True])
+def test_padding_never_leaks_into_valid_steps(model, compile_stages):
     rng = np.random.default_rng(1)
     lengths_q, lengths_r = [3, 5, 1], [9, 4, 1]
     inputs = _pair_batch(rng, lengths_q, lengths_r)
@@ -48,7 +51,7 @@ def test_padding_never_leaks_into_valid_steps(model):
         for b, n in enumerate(lengths):  # junk inside the original padding too
             padded[key][b, n:] = 1e3 * rng.standard_normal(padded[key][b, n:].shape)
     a = model(inputs, return_attention=True)
-    b = model(padded, return_attention=True)
+    b = model(padded, return_attention=True, compile_stages=compile_stages)
     for i, (nq, nr) in enumerate(zip(lengths_q, lengths_r)):
         np.testing.assert_allclose(
             a["log_probabilities"][i, :nr], b["log_probabilities"][i, :nr], rtol=1e-4, atol=1e-5
@@ -56,6 +59,41 @@ def test_padding_never_leaks_into_valid_steps(model):
         np.testing.assert_allclose(
             a["attention"][i, :nr, :nq], b["attention"][i, :nr, :nq], rtol=1e-4, atol=1e-6
         )
+
+
+def test_compiled_stages_are_separate_xla_computations(model):
+    specs = {
+        "query": tf.TensorSpec((None, None, DIM)),
+        "query_length": tf.TensorSpec((None,), tf.int32),
+        "reference": tf.TensorSpec((None, None, DIM)),
+        "reference_length": tf.TensorSpec((None,), tf.int32),
+    }
+    graph = (
+        tf.function(lambda inputs: model(inputs, compile_stages=True))
+        .get_concrete_function(specs)
+        .graph
+    )
+    compiled = [
+        op.name
+        for op in graph.get_operations()
+        if op.type in ("PartitionedCall", "StatefulPartitionedCall")
+        and op.get_attr("_XlaMustCompile")
+    ]
+    # The encoder for the query and for the reference, two matching directions, the localizer:
+    # calls with no path between the two directions, so TensorFlow can run them at once.
+    assert len(compiled) == 5, compiled
+    matching = [graph.get_operation_by_name(name) for name in compiled if "matching" in name]
+    assert len(matching) == 2
+
+    def ancestors(op, seen):
+        for tensor in op.inputs:
+            if tensor.op not in seen:
+                seen.add(tensor.op)
+                ancestors(tensor.op, seen)
+        return seen
+
+    assert matching[0] not in ancestors(matching[1], set())
+    assert matching[1] not in ancestors(matching[0], set())
 
 
 def test_gradients_reach_every_trainable_weight():

@@ -157,9 +157,11 @@ XLA_COMPILES_SCRIPT = textwrap.dedent(
 
 
     def compiled():
-        # XLA dumps each module it compiles as files module_NNNN.*: one module per input shape.
+        # XLA dumps each module it compiles as files module_NNNN.<name>.*. Each (query,
+        # reference) shape compiles the two matching directions once: count those modules.
         names = os.listdir(dump) if os.path.isdir(dump) else []
-        return len({m.group(1) for n in names if (m := re.match(r"(module_\\d+)\\.", n))})
+        pattern = r"(module_\\d+)\\.[^.]*_match_direction_"
+        return len({m.group(1) for n in names if (m := re.match(pattern, n))}) // 2
 
 
     def predict(served, query_steps, reference_steps):

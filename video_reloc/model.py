@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from video_reloc.layers import AttentionMatching, LocalizerHead, SequenceLSTM
 
@@ -43,6 +44,11 @@ class VideoRelocModel(keras.Model):
             `reference` `(B, Tr, D)` float32 and `reference_length` `(B,)` int32.
         training: Whether dropout is active.
         return_attention: Whether to add the forward attention map to the outputs.
+        compile_stages: For inference from a graph that is not itself compiled with XLA (the
+            SavedModel's signature): run the encoder (once for the query and once for the
+            reference), each matching direction and the localizer as XLA computations of their
+            own. TensorFlow then runs the independent ones at once, in particular the two
+            matching loops, one per core, each with its weights in its core's cache.
 
     Returns:
         A dict with `log_probabilities` of shape `(B, Tr, 4)` and, with `return_attention`,
@@ -92,24 +98,28 @@ class VideoRelocModel(keras.Model):
         self.localizer.build((None, None, 2 * self.units))
         self.built = True
 
-    def call(self, inputs, training=False, return_attention=False):
+    def call(self, inputs, training=False, return_attention=False, compile_stages=False):
         missing = [key for key in INPUT_KEYS if key not in inputs]
         if missing:
             raise KeyError(f"VideoRelocModel inputs lack {missing}; expected keys {INPUT_KEYS}.")
-        query = self.encoder_dropout_layer(self.encoder(inputs["query"]), training=training)
-        reference = self.encoder_dropout_layer(self.encoder(inputs["reference"]), training=training)
+        encoder, localizer = self.encoder, self.localizer
+        if compile_stages:
+            encoder, localizer = _compiled_stage(encoder), _compiled_stage(localizer)
+        query = self.encoder_dropout_layer(encoder(inputs["query"]), training=training)
+        reference = self.encoder_dropout_layer(encoder(inputs["reference"]), training=training)
         matched = self.matching_layer(
             query,
             reference,
             query_length=inputs["query_length"],
             reference_length=inputs["reference_length"],
             return_attention=return_attention,
+            parallel_directions=compile_stages,
         )
         outputs = {}
         if return_attention:
             matched, outputs["attention"] = matched
         matched = self.matching_dropout_layer(matched, training=training)
-        outputs["log_probabilities"] = self.localizer(matched)
+        outputs["log_probabilities"] = localizer(matched)
         return outputs
 
     def get_config(self):
@@ -125,6 +135,16 @@ class VideoRelocModel(keras.Model):
             }
         )
         return config
+
+
+def _compiled_stage(layer: keras.layers.Layer):
+    """`layer` called as an XLA computation of its own, a function named after the layer."""
+
+    def stage(inputs):
+        return layer(inputs)
+
+    stage.__name__ = layer.name
+    return tf.function(stage, jit_compile=True, autograph=False)
 
 
 def build_model(
