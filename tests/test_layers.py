@@ -239,9 +239,10 @@ class TestAttentionMatching:
         state_weights = tf.constant(rng.standard_normal((3, 8, 8)), tf.float32)
         attention_weights = tf.constant(rng.standard_normal((3, 8, 5)), tf.float32)
 
-        def gradients(training):
+        def gradients(training, jit_compile=False):
             @tf.function(
-                input_signature=[tf.TensorSpec((None, None, 6)), tf.TensorSpec((None, None, 6))]
+                input_signature=[tf.TensorSpec((None, None, 6)), tf.TensorSpec((None, None, 6))],
+                jit_compile=jit_compile,
             )
             def run(query, reference):
                 with tf.GradientTape() as tape:
@@ -265,13 +266,18 @@ class TestAttentionMatching:
             return run(tf.constant(query), tf.constant(reference))
 
         expected_out, expected = gradients(False)
-        out, actual = gradients(True)
-        np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-6)
-        assert len(actual) == len(expected) == 2 + len(layer.trainable_variables)
-        for a, e in zip(actual, expected):
-            assert a is not None
-            np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
-            assert np.abs(np.asarray(e)).max() > 0
+        # In training inside a function compiled as a whole (a train step with jit_compile,
+        # as Keras' fit may make), the step is not compiled again: it would not compile.
+        runs = [gradients(True)]
+        if cross_gating == (matching == "bilinear"):  # the full model and the base one
+            runs.append(gradients(True, jit_compile=True))
+        for out, actual in runs:
+            np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-6)
+            assert len(actual) == len(expected) == 2 + len(layer.trainable_variables)
+            for a, e in zip(actual, expected):
+                assert a is not None
+                np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5)
+                assert np.abs(np.asarray(e)).max() > 0
 
     @pytest.mark.parametrize(
         "cross_gating,matching",

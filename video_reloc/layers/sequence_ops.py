@@ -73,12 +73,14 @@ def scan(step, carry, inputs, steps, num_outputs=1, compile_step=False):
         num_outputs: 1 for a single output tensor, else the tuple's length.
         compile_step: Whether to compile `step` with XLA, so that each iteration, and each
             iteration of the gradient's loop, runs as one fused computation instead of dozens
-            of TF ops. Inside a function that is itself compiled with XLA this changes nothing.
+            of TF ops. Ignored inside a function that is itself compiled with XLA, which fuses
+            the step anyway (and where the compiled step's gradient would not compile: its
+            concatenations' axes arrive as arguments, not constants).
 
     Returns:
         The stacked outputs, each `(T, ...)`, with the structure of `step`'s outputs.
     """
-    if compile_step:
+    if compile_step and not _inside_xla():
         step = tf.function(step, jit_compile=True, autograph=False)
     dtype = carry[0].dtype
     input_arrays = [
@@ -99,6 +101,19 @@ def scan(step, carry, inputs, steps, num_outputs=1, compile_step=False):
     )
     stacked = [a.stack() for a in output_arrays]
     return tuple(stacked) if num_outputs > 1 else stacked[0]
+
+
+def _inside_xla() -> bool:
+    """Whether the graph being built belongs to a function compiled with XLA.
+
+    TensorFlow has no public API for this; it is the test `tf.function` itself makes before
+    counting a nested `jit_compile` function as compiled.
+    """
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - a TensorFlow that moved its internals
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
 def run_lstm(inputs, kernel, recurrent_kernel, bias):
