@@ -218,8 +218,8 @@ class AttentionMatching(keras.layers.Layer):
         else:
             # Both directions in one loop over 2B rows: forward, then backward.
             out = _match(
-                ops.concatenate([query, query], axis=0),
-                ops.concatenate([query_mask, query_mask], axis=0),
+                query,
+                query_mask,
                 ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0),
                 weights,
                 compile_step=isinstance(training, bool) and training,
@@ -334,8 +334,9 @@ def _match(
     W^r h^r + b^m and the query gate g^r for all reference steps) is computed before the loop.
 
     Args:
-        query: h^q, `(n * B, Tq, l)`.
-        query_mask: `(n * B, Tq)` bool, True on valid query steps.
+        query: h^q, `(B, Tq, l)`, shared by the n directions: the loop's gradient then
+            accumulates one copy of it (and of W^q h^q) per step, not n.
+        query_mask: `(B, Tq)` bool, True on valid query steps.
         reference: h^r, `(n * B, Tr, l)`, each direction's rows in its own step order.
         weights: `AttentionMatching._loop_weights()`; those of `_PER_DIRECTION` with a leading
             axis of n, or without it for one direction.
@@ -351,7 +352,8 @@ def _match(
     """
     w = weights
     joint = len(w["state_kernel"].shape) == 3  # several directions' rows in one batch
-    query_proj = ops.matmul(query, w["query_kernel"])  # (nB, Tq, a)
+    directions = w["state_kernel"].shape[0] if joint else 1
+    query_proj = ops.matmul(query, w["query_kernel"])  # (B, Tq, a)
     step_inputs = [reference, ops.matmul(reference, w["reference_kernel"]) + w["reference_bias"]]
     if cross_gating:
         step_inputs.append(gate(reference, w["query_gate_kernel"], w["query_gate_bias"]))
@@ -367,10 +369,14 @@ def _match(
         state_attention, state_lstm = ops.split(state, [attention_units], axis=-1)
         # Eq. (2); the score as a product and a sum: a matmul with one output column has a
         # slow gradient.
-        energy = ops.tanh(query_proj + ops.expand_dims(reference_proj_i + state_attention, 1))
-        scores = ops.sum(energy * w["score_kernel"], axis=-1) + w["score_bias"]  # (nB, Tq)
+        state_attention = ops.reshape(
+            reference_proj_i + state_attention, (directions, -1, 1, attention_units)
+        )
+        energy = ops.tanh(query_proj + state_attention)  # (n, B, Tq, a)
+        scores = ops.sum(energy * w["score_kernel"], axis=-1) + w["score_bias"]  # (n, B, Tq)
         alpha = ops.softmax(ops.where(query_mask, scores, mask_value), axis=-1)
-        attended = ops.einsum("bt,btl->bl", alpha, query)
+        attended = ops.reshape(ops.einsum("nbt,btl->nbl", alpha, query), (-1, query.shape[-1]))
+        alpha = ops.reshape(alpha, (-1, ops.shape(alpha)[-1]))  # (nB, Tq)
         # Eq. (3): g^r_i was computed before the loop.
         if cross_gating:
             reference_i = reference_i * gate(
@@ -394,7 +400,7 @@ def _match(
         h, c = lstm_cell(z, c)
         return (h, c), ((h, alpha) if return_attention else h)
 
-    zeros = ops.zeros((ops.shape(query)[0], units), dtype=query_proj.dtype)
+    zeros = ops.zeros((ops.shape(reference)[0], units), dtype=query_proj.dtype)
     return scan(
         step,
         (zeros, zeros),
