@@ -354,10 +354,12 @@ def _match(
     joint = len(w["state_kernel"].shape) == 3  # several directions' rows in one batch
     directions = w["state_kernel"].shape[0] if joint else 1
     query_proj = ops.matmul(query, w["query_kernel"])  # (B, Tq, a)
+    # Time major once, before the projections: one transpose (and one in the gradient), not one
+    # per step input.
+    reference = ops.transpose(reference, (1, 0, 2))  # (Tr, nB, l)
     step_inputs = [reference, ops.matmul(reference, w["reference_kernel"]) + w["reference_bias"]]
     if cross_gating:
         step_inputs.append(gate(reference, w["query_gate_kernel"], w["query_gate_bias"]))
-    step_inputs = [ops.transpose(x, (1, 0, 2)) for x in step_inputs]  # time major
     attention_units = ops.shape(query_proj)[-1]
     mask_value = ops.cast(_MASKED_SCORE, query_proj.dtype)
 
@@ -400,12 +402,12 @@ def _match(
         h, c = lstm_cell(z, c)
         return (h, c), ((h, alpha) if return_attention else h)
 
-    zeros = ops.zeros((ops.shape(reference)[0], units), dtype=query_proj.dtype)
+    zeros = ops.zeros((ops.shape(reference)[1], units), dtype=query_proj.dtype)
     return scan(
         step,
         (zeros, zeros),
         step_inputs,
-        ops.shape(reference)[1],
+        ops.shape(reference)[0],
         2 if return_attention else 1,
         compile_step=compile_step,
     )

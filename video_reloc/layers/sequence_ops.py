@@ -132,8 +132,9 @@ def run_lstm(inputs, kernel, recurrent_kernel, bias):
         Hidden states `(B, T, u)`.
     """
     units = ops.shape(recurrent_kernel)[0]
-    projected = ops.matmul(inputs, kernel) + bias  # (B, T, 4u), hoisted
-    projected = ops.transpose(projected, (1, 0, 2))
+    # Time major before the projection: the transpose moves d values per step, not 4u, and
+    # the encoder's features need no gradient, so its transpose has none either.
+    projected = ops.matmul(ops.transpose(inputs, (1, 0, 2)), kernel) + bias  # (T, B, 4u)
     recurrent_kernel = ops.convert_to_tensor(recurrent_kernel)
     zeros = ops.zeros((ops.shape(inputs)[0], units), dtype=projected.dtype)
 
