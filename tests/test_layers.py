@@ -185,7 +185,22 @@ def _numpy_matching(layer, query, reference, query_length, reference_length):
     return results
 
 
+# (cross_gating, matching) of the four models of Table 2.
+TABLE2_VARIANTS = [(False, "concat"), (True, "concat"), (False, "bilinear"), (True, "bilinear")]
+
+
 class TestAttentionMatching:
+    def _variant(self, cross_gating, matching):
+        """A small layer of one Table 2 variant: random biases, an attention size of its own."""
+        return AttentionMatching(
+            units=4,
+            attention_units=5,
+            cross_gating=cross_gating,
+            matching=matching,
+            bilinear_rank=3,
+            bias_initializer="random_normal",
+        )
+
     def _inputs(self, seed=0):
         rng = np.random.default_rng(seed)
         query = rng.standard_normal((3, 5, 6)).astype("float32")
@@ -218,22 +233,12 @@ class TestAttentionMatching:
             np.testing.assert_allclose(np.asarray(attention[b, :n, m:]), 0.0, atol=1e-7)
 
     @pytest.mark.parametrize("return_attention", [False, True])
-    @pytest.mark.parametrize(
-        "cross_gating,matching",
-        [(False, "concat"), (True, "concat"), (False, "bilinear"), (True, "bilinear")],
-    )
+    @pytest.mark.parametrize("cross_gating,matching", TABLE2_VARIANTS)
     def test_compiled_step_gives_the_same_gradients(self, cross_gating, matching, return_attention):
         # training=True compiles each step (and its gradient) with XLA; training=False runs
         # the plain loop. Inputs with None dimensions, as a training step traces them.
         query, reference, query_length, reference_length = self._inputs(seed=3)
-        layer = AttentionMatching(
-            units=4,
-            attention_units=5,
-            cross_gating=cross_gating,
-            matching=matching,
-            bilinear_rank=3,
-            bias_initializer="random_normal",
-        )
+        layer = self._variant(cross_gating, matching)
         layer(query, reference, query_length, reference_length)
         rng = np.random.default_rng(7)
         state_weights = tf.constant(rng.standard_normal((3, 8, 8)), tf.float32)
@@ -285,21 +290,11 @@ class TestAttentionMatching:
                 else:
                     assert np.abs(np.asarray(e)).max() > 0, name
 
-    @pytest.mark.parametrize(
-        "cross_gating,matching",
-        [(False, "concat"), (True, "concat"), (False, "bilinear"), (True, "bilinear")],
-    )
+    @pytest.mark.parametrize("cross_gating,matching", TABLE2_VARIANTS)
     def test_parallel_directions_equal_one_loop(self, cross_gating, matching):
         # In a graph with None dimensions, as the exported signature traces it.
         query, reference, query_length, reference_length = self._inputs(seed=5)
-        layer = AttentionMatching(
-            units=4,
-            attention_units=5,
-            cross_gating=cross_gating,
-            matching=matching,
-            bilinear_rank=3,
-            bias_initializer="random_normal",
-        )
+        layer = self._variant(cross_gating, matching)
 
         @tf.function(
             input_signature=[
