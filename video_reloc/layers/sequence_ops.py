@@ -32,13 +32,9 @@ def reverse_sequence(inputs, lengths):
         `t < lengths[b]` and `out[b, t] = inputs[b, t]` elsewhere. Applying it twice gives back
         `inputs`.
     """
-    steps = ops.shape(inputs)[1]
-    t = ops.expand_dims(ops.arange(steps, dtype="int32"), 0)  # (1, T)
-    lengths = ops.expand_dims(ops.cast(lengths, "int32"), 1)  # (B, 1)
-    index = ops.where(t < lengths, lengths - 1 - t, t)  # (B, T)
-    while len(index.shape) < len(inputs.shape):
-        index = ops.expand_dims(index, -1)
-    return ops.take_along_axis(inputs, index, axis=1)
+    # TensorFlow's own op: its gradient is the same reversal, where a gather's gradient (the
+    # `keras.ops.take_along_axis` way) is a scatter-add.
+    return tf.reverse_sequence(inputs, ops.cast(lengths, "int32"), seq_axis=1, batch_axis=0)
 
 
 def lstm_cell(z, c):
