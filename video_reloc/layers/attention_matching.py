@@ -389,12 +389,7 @@ def _match(
         # Eq. (5), or the concatenation ablation.
         if rank is not None:
             matched = factorized_bilinear(
-                attended,
-                reference_i,
-                w["bilinear_kernel"],
-                w["bilinear_bias"],
-                rank,
-                stack_inputs=joint,
+                attended, reference_i, w["bilinear_kernel"], w["bilinear_bias"], rank
             )
         else:
             matched = ops.concatenate([attended, reference_i], axis=-1)
