@@ -18,6 +18,10 @@ target scaled to this machine.
 
 from __future__ import annotations
 
+# First, as in the binaries: the BFC CPU allocator unless the environment says otherwise.
+import video_reloc_bin.startup  # noqa: F401 - TensorFlow reads its settings at start
+
+# isort: split
 import argparse
 import json
 import logging

@@ -8,7 +8,7 @@ accuracy) and prints the tables. See `video_reloc.benchmark`.
 
 from __future__ import annotations
 
-import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 from absl import app, flags

@@ -10,7 +10,7 @@ attention map) out. See `video_reloc.training.export_checkpoint`.
 
 from __future__ import annotations
 
-import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 from absl import app, flags

@@ -6,7 +6,7 @@
 The flags are TensorFlow Serving's (and --model_warmup_shapes); see `video_reloc.serving`.
 """
 
-import video_reloc_bin.quiet  # noqa: F401 - first: TensorFlow reads its log level at import
+import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 from absl import app, flags, logging

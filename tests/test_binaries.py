@@ -355,6 +355,36 @@ def test_binaries_are_quiet_by_default():
     assert "oneDNN custom operations" not in stderr
 
 
+_ALLOCATOR_PROBE = (
+    "import video_reloc_bin.startup, os, tensorflow as tf\n"
+    "tf.random.normal((256, 256)).numpy()\n"
+    "try:\n"
+    "    tf.config.experimental.get_memory_info('CPU:0')\n"
+    "    print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'], 'bfc')\n"
+    "except ValueError:  # TensorFlow's default CPU allocator keeps no statistics\n"
+    "    print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'], 'default')\n"
+)
+
+
+@pytest.mark.parametrize("setting, expected", [(None, "true bfc"), ("false", "false default")])
+def test_binaries_use_the_bfc_cpu_allocator_unless_told(setting, expected):
+    """`startup` asks TensorFlow for its BFC CPU allocator; the environment can say no."""
+    env = _quiet_env()
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+    if setting is not None:
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = setting
+    proc = subprocess.run(
+        [sys.executable, "-c", _ALLOCATOR_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[-2] == expected, proc.stdout
+
+
 @pytest.mark.parametrize("how", ["--verbosity=0", "TF_CPP_MIN_LOG_LEVEL=0"])
 def test_verbose_logs_on_request(how):
     env = _quiet_env()
