@@ -200,14 +200,26 @@ class AttentionMatching(keras.layers.Layer):
             "cross_gating": self.cross_gate is not None,
             "return_attention": return_attention,
         }
+        # Both directions' rows, forward then backward (reversed within the lengths), and
+        # everything that does not depend on the recurrent state, for all of them at once.
+        query_proj, step_inputs = _prepare(
+            query,
+            ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0),
+            weights,
+            options["cross_gating"],
+        )
         if parallel_directions:
             # One XLA computation per direction, each with its own LSTM's weights: a graph
-            # that is not itself compiled runs the two at once, one per core.
+            # that is not itself compiled runs the two at once, one per core. Each holds its
+            # loop only: its core starts the loop at once instead of waiting for a thread of
+            # the pool that the other direction's loop occupies.
+            halves = [ops.split(x, 2, axis=1) for x in step_inputs]
             (forward, attention), (backward, _) = (
                 _match_direction_compiled(
                     query,
                     query_mask,
-                    reference,
+                    query_proj,
+                    [half[d] for half in halves],
                     reference_length,
                     {key: w[d] if key in _PER_DIRECTION else w for key, w in weights.items()},
                     backward=bool(d),
@@ -216,11 +228,12 @@ class AttentionMatching(keras.layers.Layer):
                 for d in range(2)
             )
         else:
-            # Both directions in one loop over 2B rows: forward, then backward.
+            # Both directions in one loop over 2B rows.
             out = _match(
                 query,
                 query_mask,
-                ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0),
+                query_proj,
+                step_inputs,
                 weights,
                 compile_step=isinstance(training, bool) and training,
                 **options,
@@ -317,10 +330,35 @@ def _direction_matmul(x, kernel, bias=None):
     return ops.reshape(y, (-1, dim))
 
 
+def _prepare(query, reference, weights, cross_gating):
+    """What the matching loop of Eqs. (2) to (7) reads that does not depend on its state.
+
+    Args:
+        query: h^q, `(B, Tq, l)`.
+        reference: h^r, `(n * B, Tr, l)`, each direction's rows in its own step order.
+        weights: `AttentionMatching._loop_weights()`.
+        cross_gating: Whether to apply Eq. (3).
+
+    Returns:
+        `(query_proj, step_inputs)`: W^q h^q `(B, Tq, a)`, and the time-major inputs of each
+        step `(Tr, n * B, .)`: h^r, W^r h^r + b^m and, with cross gating, g^r of Eq. (3).
+    """
+    w = weights
+    query_proj = ops.matmul(query, w["query_kernel"])  # (B, Tq, a)
+    # Time major once, before the projections: one transpose (and one in the gradient), not one
+    # per step input.
+    reference = ops.transpose(reference, (1, 0, 2))  # (Tr, nB, l)
+    step_inputs = [reference, ops.matmul(reference, w["reference_kernel"]) + w["reference_bias"]]
+    if cross_gating:
+        step_inputs.append(gate(reference, w["query_gate_kernel"], w["query_gate_bias"]))
+    return query_proj, step_inputs
+
+
 def _match(
     query,
     query_mask,
-    reference,
+    query_proj,
+    step_inputs,
     weights,
     units,
     rank,
@@ -330,14 +368,14 @@ def _match(
 ):
     """The matching loop of Eqs. (2) to (7) over the rows of n directions.
 
-    Everything that does not depend on the recurrent state (W^q h^q for all query steps,
-    W^r h^r + b^m and the query gate g^r for all reference steps) is computed before the loop.
+    Everything that does not depend on the recurrent state comes from `_prepare`.
 
     Args:
         query: h^q, `(B, Tq, l)`, shared by the n directions: the loop's gradient then
             accumulates one copy of it (and of W^q h^q) per step, not n.
         query_mask: `(B, Tq)` bool, True on valid query steps.
-        reference: h^r, `(n * B, Tr, l)`, each direction's rows in its own step order.
+        query_proj: W^q h^q, `(B, Tq, a)`, from `_prepare`.
+        step_inputs: The time-major step inputs `(Tr, n * B, .)` from `_prepare`.
         weights: `AttentionMatching._loop_weights()`; those of `_PER_DIRECTION` with a leading
             axis of n, or without it for one direction.
         units: u, the LSTM size.
@@ -353,13 +391,6 @@ def _match(
     w = weights
     joint = len(w["state_kernel"].shape) == 3  # several directions' rows in one batch
     directions = w["state_kernel"].shape[0] if joint else 1
-    query_proj = ops.matmul(query, w["query_kernel"])  # (B, Tq, a)
-    # Time major once, before the projections: one transpose (and one in the gradient), not one
-    # per step input.
-    reference = ops.transpose(reference, (1, 0, 2))  # (Tr, nB, l)
-    step_inputs = [reference, ops.matmul(reference, w["reference_kernel"]) + w["reference_bias"]]
-    if cross_gating:
-        step_inputs.append(gate(reference, w["query_gate_kernel"], w["query_gate_bias"]))
     attention_units = ops.shape(query_proj)[-1]
     mask_value = ops.cast(_MASKED_SCORE, query_proj.dtype)
 
@@ -398,26 +429,36 @@ def _match(
         h, c = lstm_cell(z, c)
         return (h, c), ((h, alpha) if return_attention else h)
 
-    zeros = ops.zeros((ops.shape(reference)[1], units), dtype=query_proj.dtype)
+    zeros = ops.zeros((ops.shape(step_inputs[0])[1], units), dtype=query_proj.dtype)
     return scan(
         step,
         (zeros, zeros),
         step_inputs,
-        ops.shape(reference)[0],
+        ops.shape(step_inputs[0])[0],
         2 if return_attention else 1,
         compile_step=compile_step,
     )
 
 
 def _match_direction(
-    query, query_mask, reference, reference_length, weights, backward, return_attention, **options
+    query,
+    query_mask,
+    query_proj,
+    step_inputs,
+    reference_length,
+    weights,
+    backward,
+    return_attention,
+    **options,
 ):
-    """`_match` for one direction, batch major; the backward one reverses within the lengths.
+    """`_match` for one direction, batch major; the backward one's states reversed back.
 
     Args:
         query: h^q, `(B, Tq, l)`.
         query_mask: `(B, Tq)` bool.
-        reference: h^r, `(B, Tr, l)`, in its own order whichever the direction.
+        query_proj: W^q h^q, `(B, Tq, a)`.
+        step_inputs: This direction's time-major step inputs `(Tr, B, .)` from `_prepare`,
+            the backward one's reversed within the lengths.
         reference_length: `(B,)` int.
         weights: `_match`'s, those of `_PER_DIRECTION` for this direction only.
         backward: Whether this is the backward direction.
@@ -428,10 +469,14 @@ def _match_direction(
         `(h^m, alpha)`: the direction's states `(B, Tr, u)` at the reference's steps, and
         alpha `(B, Tr, Tq)` or `None`.
     """
-    if backward:
-        reference = reverse_sequence(reference, reference_length)
     out = _match(
-        query, query_mask, reference, weights, return_attention=return_attention, **options
+        query,
+        query_mask,
+        query_proj,
+        step_inputs,
+        weights,
+        return_attention=return_attention,
+        **options,
     )
     states = ops.transpose(out[0] if return_attention else out, (1, 0, 2))
     if backward:
