@@ -79,11 +79,18 @@ def test_compiled_stages_are_separate_xla_computations(model):
         if op.type in ("PartitionedCall", "StatefulPartitionedCall")
         and op.get_attr("_XlaMustCompile")
     ]
-    # The encoder for the query and for the reference, two matching directions, the localizer:
-    # calls with no path between the two directions, so TensorFlow can run them at once.
-    assert len(compiled) == 5, compiled
-    matching = [graph.get_operation_by_name(name) for name in compiled if "matching" in name]
-    assert len(matching) == 2
+    # The encoder for the query and for the reference, the matching's preparation of both
+    # directions, its two directions, the localizer: calls with no path between the two
+    # directions, so TensorFlow can run them at once.
+    assert len(compiled) == 6, compiled
+    functions = {name: graph.get_operation_by_name(name).get_attr("f").name for name in compiled}
+    assert sum("_prepare_directions" in f for f in functions.values()) == 1, functions
+    matching = [
+        graph.get_operation_by_name(name)
+        for name, f in functions.items()
+        if "_match_direction" in f
+    ]
+    assert len(matching) == 2, functions
 
     def ancestors(op, seen):
         for tensor in op.inputs:

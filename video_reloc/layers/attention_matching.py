@@ -200,26 +200,21 @@ class AttentionMatching(keras.layers.Layer):
             "cross_gating": self.cross_gate is not None,
             "return_attention": return_attention,
         }
-        # Both directions' rows, forward then backward (reversed within the lengths), and
-        # everything that does not depend on the recurrent state, for all of them at once.
-        query_proj, step_inputs = _prepare(
-            query,
-            ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0),
-            weights,
-            options["cross_gating"],
-        )
         if parallel_directions:
-            # One XLA computation per direction, each with its own LSTM's weights: a graph
-            # that is not itself compiled runs the two at once, one per core. Each holds its
-            # loop only: its core starts the loop at once instead of waiting for a thread of
-            # the pool that the other direction's loop occupies.
-            halves = [ops.split(x, 2, axis=1) for x in step_inputs]
+            # One XLA computation prepares both directions' step inputs; then one XLA
+            # computation per direction, each with its own LSTM's weights, holds its loop
+            # only: a graph that is not itself compiled runs the two loops at once, one per
+            # core, and each starts at once instead of waiting for a thread of the pool that
+            # the other's loop occupies.
+            query_proj, step_inputs = _prepare_directions_compiled(
+                query, reference, reference_length, weights, options["cross_gating"]
+            )
             (forward, attention), (backward, _) = (
                 _match_direction_compiled(
                     query,
                     query_mask,
                     query_proj,
-                    [half[d] for half in halves],
+                    step_inputs[d],
                     reference_length,
                     {key: w[d] if key in _PER_DIRECTION else w for key, w in weights.items()},
                     backward=bool(d),
@@ -228,7 +223,13 @@ class AttentionMatching(keras.layers.Layer):
                 for d in range(2)
             )
         else:
-            # Both directions in one loop over 2B rows.
+            # Both directions in one loop over 2B rows, forward then backward.
+            query_proj, step_inputs = _prepare(
+                query,
+                ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0),
+                weights,
+                options["cross_gating"],
+            )
             out = _match(
                 query,
                 query_mask,
@@ -352,6 +353,21 @@ def _prepare(query, reference, weights, cross_gating):
     if cross_gating:
         step_inputs.append(gate(reference, w["query_gate_kernel"], w["query_gate_bias"]))
     return query_proj, step_inputs
+
+
+def _prepare_directions(query, reference, reference_length, weights, cross_gating):
+    """`_prepare` for the forward rows and the backward ones (reversed within the lengths).
+
+    Returns:
+        `(query_proj, (forward, backward))`, each direction's step inputs `(Tr, B, .)`.
+    """
+    both = ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0)
+    query_proj, step_inputs = _prepare(query, both, weights, cross_gating)
+    halves = [ops.split(x, 2, axis=1) for x in step_inputs]
+    return query_proj, tuple([half[d] for half in halves] for d in range(2))
+
+
+_prepare_directions_compiled = tf.function(_prepare_directions, jit_compile=True, autograph=False)
 
 
 def _match(
