@@ -46,7 +46,8 @@ def _batch(batch, query_steps, reference_steps, dim, rng):
     }
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """The median wall time of `repeats` calls of `fn`, in seconds."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -84,7 +85,7 @@ def training_timer(
 
     for _ in range(3):
         run()
-    return lambda steps: batch / _median_seconds(run, steps)
+    return lambda steps: batch / median_seconds(run, steps)
 
 
 def inference_timer(
@@ -116,7 +117,7 @@ def inference_timer(
 
     for _ in range(5):
         run()
-    return lambda repeats: 1000.0 * _median_seconds(run, repeats)
+    return lambda repeats: 1000.0 * median_seconds(run, repeats)
 
 
 def benchmark_training(steps=20, **kwargs) -> float:

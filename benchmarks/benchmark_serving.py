@@ -32,6 +32,7 @@ import urllib.request
 
 import numpy as np
 import tensorflow as tf
+from benchmark_model import YARDSTICK_XLA_MS, benchmark_inference, median_seconds
 
 from video_reloc import build_model
 from video_reloc.export import export_saved_model
@@ -57,12 +58,7 @@ def _batch(batch: int, query_steps: int, reference_steps: int, seed: int = 0) ->
 def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return median_seconds(fn, repeats)
 
 
 def benchmark_signature(path: str, repeats: int) -> dict[str, float]:
@@ -125,7 +121,6 @@ def main():
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores")
     target_ms = LATENCY_TARGET_MS
     if args.reference:
-        from benchmark_model import YARDSTICK_XLA_MS, benchmark_inference
         from unhoisted_reference import UnhoistedModel
 
         yardstick_ms = benchmark_inference(jit=True, model=UnhoistedModel())

@@ -34,7 +34,8 @@ class AttentionMatching(keras.layers.Layer):
     own LSTM. Everything that does not depend on the recurrent state (W^q h^q for all query
     steps, W^r h^r + b^m and the query gate g^r for all reference steps) is computed once
     before the loop. By default both directions run in one loop over a batch of 2B rows; with
-    `parallel_directions`, each direction is a loop, and an XLA computation, of its own.
+    `parallel_directions`, each direction is a loop, and an XLA computation, of its own, after
+    one XLA computation that prepares the inputs of both.
 
     Args:
         units: Hidden size of each matching LSTM (l = 128 in the paper).
@@ -224,11 +225,8 @@ class AttentionMatching(keras.layers.Layer):
             )
         else:
             # Both directions in one loop over 2B rows, forward then backward.
-            query_proj, step_inputs = _prepare(
-                query,
-                ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0),
-                weights,
-                options["cross_gating"],
+            query_proj, step_inputs = _prepare_both(
+                query, reference, reference_length, weights, options["cross_gating"]
             )
             out = _match(
                 query,
@@ -355,14 +353,32 @@ def _prepare(query, reference, weights, cross_gating):
     return query_proj, step_inputs
 
 
+def _prepare_both(query, reference, reference_length, weights, cross_gating):
+    """`_prepare` for 2B rows: the forward ones, then the backward ones.
+
+    Args:
+        query: h^q, `(B, Tq, l)`.
+        reference: h^r, `(B, Tr, l)`; the backward rows are its reversal within the lengths.
+        reference_length: `(B,)` int.
+        weights: `AttentionMatching._loop_weights()`.
+        cross_gating: Whether to apply Eq. (3).
+
+    Returns:
+        `_prepare`'s `(query_proj, step_inputs)`, the step inputs `(Tr, 2B, .)`.
+    """
+    both = ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0)
+    return _prepare(query, both, weights, cross_gating)
+
+
 def _prepare_directions(query, reference, reference_length, weights, cross_gating):
-    """`_prepare` for the forward rows and the backward ones (reversed within the lengths).
+    """`_prepare_both`, its step inputs split into the forward and the backward direction's.
 
     Returns:
         `(query_proj, (forward, backward))`, each direction's step inputs `(Tr, B, .)`.
     """
-    both = ops.concatenate([reference, reverse_sequence(reference, reference_length)], 0)
-    query_proj, step_inputs = _prepare(query, both, weights, cross_gating)
+    query_proj, step_inputs = _prepare_both(
+        query, reference, reference_length, weights, cross_gating
+    )
     halves = [ops.split(x, 2, axis=1) for x in step_inputs]
     return query_proj, tuple([half[d] for half in halves] for d in range(2))
 
