@@ -120,11 +120,6 @@ def inference_timer(
     return lambda repeats: 1000.0 * median_seconds(run, repeats)
 
 
-def benchmark_training(steps=20, **kwargs) -> float:
-    """Training pairs/s, the median of `steps` steps (see `training_timer`)."""
-    return training_timer(**kwargs)(steps)
-
-
 def benchmark_inference(repeats=50, **kwargs) -> float:
     """Median ms per pair over `repeats` calls (see `inference_timer`)."""
     return inference_timer(**kwargs)(repeats)
