@@ -20,21 +20,25 @@ def sequence_mask(lengths, maxlen):
     return ops.expand_dims(steps, 0) < ops.expand_dims(ops.cast(lengths, "int32"), 1)
 
 
-def reverse_sequence(inputs, lengths):
+def reverse_sequence(inputs, lengths, time_major: bool = False):
     """Reverses each row within its valid length; steps past the length stay in place.
 
     Args:
-        inputs: Tensor of shape `(B, T, ...)`.
+        inputs: Tensor of shape `(B, T, ...)`, or `(T, B, ...)` with `time_major`.
         lengths: Valid lengths, shape `(B,)` int.
+        time_major: Whether time is the leading axis.
 
     Returns:
         Tensor of the shape of `inputs` with `out[b, t] = inputs[b, lengths[b] - 1 - t]` for
-        `t < lengths[b]` and `out[b, t] = inputs[b, t]` elsewhere. Applying it twice gives back
-        `inputs`.
+        `t < lengths[b]` and `out[b, t] = inputs[b, t]` elsewhere (the same with `[t, b]` when
+        time major). Applying it twice gives back `inputs`.
     """
     # TensorFlow's own op: its gradient is the same reversal, where a gather's gradient (the
     # `keras.ops.take_along_axis` way) is a scatter-add.
-    return tf.reverse_sequence(inputs, ops.cast(lengths, "int32"), seq_axis=1, batch_axis=0)
+    seq_axis, batch_axis = (0, 1) if time_major else (1, 0)
+    return tf.reverse_sequence(
+        inputs, ops.cast(lengths, "int32"), seq_axis=seq_axis, batch_axis=batch_axis
+    )
 
 
 def lstm_cell(z, c):
