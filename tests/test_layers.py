@@ -126,6 +126,14 @@ class TestLocalizerHead:
         }[output_type]
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 
+    def test_parts_are_concatenated(self):
+        x = np.random.default_rng(1).standard_normal((2, 5, 8)).astype("float32")
+        layer = LocalizerHead(units=6)
+        whole = np.asarray(layer(x))
+        parts = np.asarray(layer([x[..., :3], x[..., 3:]]))
+        np.testing.assert_allclose(parts, whole, rtol=1e-6, atol=1e-6)
+        assert layer.compute_output_shape([(2, 5, 3), (2, 5, 5)]) == (2, 5, 4)
+
     def test_config(self):
         clone = _config_round_trip(LocalizerHead(units=3, output_type="probabilities"))
         assert clone.output_type == "probabilities"
@@ -310,12 +318,23 @@ class TestAttentionMatching:
             parallel = layer(
                 query, reference, query_length, reference_length, parallel_directions=True, **kwargs
             )
-            return one_loop, parallel
+            split, _ = layer(
+                query,
+                reference,
+                query_length,
+                reference_length,
+                parallel_directions=True,
+                split_directions=True,
+                **kwargs,
+            )
+            return one_loop, parallel, split
 
-        (expected, expected_attention), (matched, attention) = both(
+        (expected, expected_attention), (matched, attention), split = both(
             query, reference, query_length, reference_length
         )
         assert matched.shape == (3, 8, 8) and attention.shape == (3, 8, 5)
+        assert len(split) == 2 and split[0].shape == split[1].shape == (3, 8, 4)
+        np.testing.assert_array_equal(np.concatenate(split, -1), matched)
         for b, n in enumerate(reference_length):
             np.testing.assert_allclose(matched[b, :n], expected[b, :n], rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(

@@ -48,7 +48,8 @@ class VideoRelocModel(keras.Model):
             SavedModel's signature): run the encoder (once for the query and once for the
             reference), each matching direction and the localizer as XLA computations of their
             own. TensorFlow then runs the independent ones at once, in particular the two
-            matching loops, one per core, each with its weights in its core's cache.
+            matching loops, one per core, each with its weights in its core's cache. The
+            localizer's computation concatenates the two directions' states.
 
     Returns:
         A dict with `log_probabilities` of shape `(B, Tr, 4)` and, with `return_attention`,
@@ -114,11 +115,16 @@ class VideoRelocModel(keras.Model):
             reference_length=inputs["reference_length"],
             return_attention=return_attention,
             parallel_directions=compile_stages,
+            # Staged, the localizer's computation joins the two directions.
+            split_directions=compile_stages,
         )
         outputs = {}
         if return_attention:
             matched, outputs["attention"] = matched
-        matched = self.matching_dropout_layer(matched, training=training)
+        if compile_stages:
+            matched = [self.matching_dropout_layer(m, training=training) for m in matched]
+        else:
+            matched = self.matching_dropout_layer(matched, training=training)
         outputs["log_probabilities"] = localizer(matched)
         return outputs
 

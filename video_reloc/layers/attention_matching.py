@@ -65,11 +65,15 @@ class AttentionMatching(keras.layers.Layer):
             from a graph that is not itself compiled with XLA, TensorFlow runs the two at once,
             one per core: about 1.4 times faster for one pair on a 2-core CPU. Inside a
             function compiled as a whole they run one after the other, slower than one loop.
+        split_directions: Return the forward and the backward states apart, for a consumer
+            that concatenates them inside its own XLA computation (`LocalizerHead` takes
+            the pair), instead of a TensorFlow op between the stages.
 
     Returns:
-        h^m, the concatenated forward and backward matching states, shape `(B, Tr, 2 * units)`;
-        with `return_attention`, also the forward attention alpha, shape `(B, Tr, Tq)`. Steps
-        at or past `reference_length` hold values that no valid step depends on.
+        h^m, the concatenated forward and backward matching states, shape `(B, Tr, 2 * units)`,
+        or with `split_directions` the pair of them, each `(B, Tr, units)`; with
+        `return_attention`, also the forward attention alpha, shape `(B, Tr, Tq)`. Steps at or
+        past `reference_length` hold values that no valid step depends on.
     """
 
     def __init__(
@@ -184,6 +188,7 @@ class AttentionMatching(keras.layers.Layer):
         return_attention: bool = False,
         training=None,
         parallel_directions: bool = False,
+        split_directions: bool = False,
     ):
         batch = ops.shape(reference)[0]
         query_steps = ops.shape(query)[1]
@@ -241,7 +246,10 @@ class AttentionMatching(keras.layers.Layer):
             forward, backward = ops.split(ops.transpose(states, (1, 0, 2)), 2, axis=0)
             backward = reverse_sequence(backward, reference_length)
             attention = ops.transpose(out[1][:, :batch], (1, 0, 2)) if return_attention else None
-        matched = ops.concatenate([forward, backward], axis=-1)
+        if split_directions:
+            matched = (forward, backward)
+        else:
+            matched = ops.concatenate([forward, backward], axis=-1)
         return (matched, attention) if return_attention else matched
 
     def _loop_weights(self) -> dict:

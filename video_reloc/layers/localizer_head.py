@@ -27,7 +27,10 @@ class LocalizerHead(keras.layers.Layer):
         **kwargs: Base layer arguments.
 
     Call arguments:
-        inputs: Matching states h^m, shape `(B, Tr, d)`.
+        inputs: Matching states h^m, shape `(B, Tr, d)`, or a sequence of parts whose
+            concatenation on the last axis is h^m (such as the forward and backward states of
+            `AttentionMatching(..., split_directions=True)`): compiled with the layer, the
+            concatenation costs no stage of its own.
 
     Returns:
         Tensor of shape `(B, Tr, 4)` holding `output_type`. The LSTM is causal, so steps past a
@@ -73,6 +76,8 @@ class LocalizerHead(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
+        if isinstance(inputs, (list, tuple)):
+            inputs = ops.concatenate(list(inputs), axis=-1)
         logits = self.classifier(self.lstm(inputs))
         if self.output_type == "log_probabilities":
             return ops.log_softmax(logits, axis=-1)
@@ -81,6 +86,8 @@ class LocalizerHead(keras.layers.Layer):
         return logits
 
     def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]  # parts: all but the last axis agree
         return (*input_shape[:-1], NUM_CLASSES)
 
     def get_config(self):
