@@ -79,12 +79,13 @@ def test_compiled_stages_are_separate_xla_computations(model):
         if op.type in ("PartitionedCall", "StatefulPartitionedCall")
         and op.get_attr("_XlaMustCompile")
     ]
-    # The encoder for the query and for the reference, the matching's preparation of both
-    # directions, its two directions, the localizer: calls with no path between the two
-    # directions, so TensorFlow can run them at once.
-    assert len(compiled) == 6, compiled
+    # The encoder for the query, the reference's projection and its loop, the matching's
+    # preparation of both directions, its two directions, the localizer: calls with no path
+    # between the two directions, so TensorFlow can run them at once.
+    assert len(compiled) == 7, compiled
     functions = {name: graph.get_operation_by_name(name).get_attr("f").name for name in compiled}
-    assert sum("_prepare_directions" in f for f in functions.values()) == 1, functions
+    for stage in ("_prepare_directions", "encoder_projection", "encoder_recurrence"):
+        assert sum(stage in f for f in functions.values()) == 1, (stage, functions)
     matching = [
         graph.get_operation_by_name(name)
         for name, f in functions.items()

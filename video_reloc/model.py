@@ -45,11 +45,12 @@ class VideoRelocModel(keras.Model):
         training: Whether dropout is active.
         return_attention: Whether to add the forward attention map to the outputs.
         compile_stages: For inference from a graph that is not itself compiled with XLA (the
-            SavedModel's signature): run the encoder (once for the query and once for the
-            reference), each matching direction and the localizer as XLA computations of their
-            own. TensorFlow then runs the independent ones at once, in particular the two
-            matching loops, one per core, each with its weights in its core's cache. The
-            localizer's computation concatenates the two directions' states.
+            SavedModel's signature): run the encoder (once for the query, and for the
+            reference its projection, then its loop), each matching direction and the
+            localizer as XLA computations of their own. TensorFlow then runs the independent
+            ones at once, in particular the two matching loops, one per core, each with its
+            weights in its core's cache. The localizer's computation concatenates the two
+            directions' states.
 
     Returns:
         A dict with `log_probabilities` of shape `(B, Tr, 4)` and, with `return_attention`,
@@ -103,11 +104,14 @@ class VideoRelocModel(keras.Model):
         missing = [key for key in INPUT_KEYS if key not in inputs]
         if missing:
             raise KeyError(f"VideoRelocModel inputs lack {missing}; expected keys {INPUT_KEYS}.")
-        encoder, localizer = self.encoder, self.localizer
         if compile_stages:
-            encoder, localizer = _compiled_stage(encoder), _compiled_stage(localizer)
-        query = self.encoder_dropout_layer(encoder(inputs["query"]), training=training)
-        reference = self.encoder_dropout_layer(encoder(inputs["reference"]), training=training)
+            query, reference = self._encode_staged(inputs["query"], inputs["reference"])
+            localizer = _compiled_stage(self.localizer, self.localizer.name)
+        else:
+            query, reference = self.encoder(inputs["query"]), self.encoder(inputs["reference"])
+            localizer = self.localizer
+        query = self.encoder_dropout_layer(query, training=training)
+        reference = self.encoder_dropout_layer(reference, training=training)
         matched = self.matching_layer(
             query,
             reference,
@@ -128,6 +132,27 @@ class VideoRelocModel(keras.Model):
         outputs["log_probabilities"] = localizer(matched)
         return outputs
 
+    def _encode_staged(self, query, reference):
+        """Eq. (1) as XLA computations: the query's; the reference's projection, then its loop.
+
+        The reference's input projection, the largest matmul of inference, runs before the
+        query's encoder starts, so that it has both cores (staged inference about 1.7% faster
+        on a 2-core CPU); the query's encoder then runs beside the reference's loop.
+
+        Args:
+            query: `(B, Tq, D)` features.
+            reference: `(B, Tr, D)` features.
+
+        Returns:
+            The encodings h^q `(B, Tq, l)` and h^r `(B, Tr, l)`.
+        """
+        encoder = self.encoder
+        projected = _compiled_stage(encoder.project, f"{encoder.name}_projection")(reference)
+        with tf.control_dependencies([projected]):
+            query = tf.identity(query)
+        query = _compiled_stage(encoder, encoder.name)(query)
+        return query, _compiled_stage(encoder.recur, f"{encoder.name}_recurrence")(projected)
+
     def get_config(self):
         config = super().get_config()
         config.update(
@@ -143,13 +168,13 @@ class VideoRelocModel(keras.Model):
         return config
 
 
-def _compiled_stage(layer: keras.layers.Layer):
-    """`layer` called as an XLA computation of its own, a function named after the layer."""
+def _compiled_stage(function, name: str):
+    """`function` (a layer or a method) of one argument as an XLA computation of its own."""
 
     def stage(inputs):
-        return layer(inputs)
+        return function(inputs)
 
-    stage.__name__ = layer.name
+    stage.__name__ = name
     return tf.function(stage, jit_compile=True, autograph=False)
 
 

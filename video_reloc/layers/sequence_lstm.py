@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from video_reloc.layers.sequence_ops import run_lstm
+from video_reloc.layers.sequence_ops import project_sequence, run_recurrence
 
 
 def forget_bias_initializer(units: int, bias_initializer: keras.initializers.Initializer):
@@ -85,7 +85,19 @@ class SequenceLSTM(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        return run_lstm(inputs, self.kernel, self.recurrent_kernel, self.bias)
+        return self.recur(self.project(inputs))
+
+    def project(self, inputs):
+        """The input projection x W + b of every step: `(B, T, d)` to time major `(T, B, 4u)`.
+
+        `call` is `recur(project(inputs))`; apart, a caller can run the projection, the one
+        large matmul, as a computation of its own.
+        """
+        return project_sequence(inputs, self.kernel, self.bias)
+
+    def recur(self, projected):
+        """The loop over h U: projected inputs `(T, B, 4u)` to hidden states `(B, T, u)`."""
+        return run_recurrence(projected, self.recurrent_kernel)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)

@@ -116,32 +116,40 @@ def _inside_xla() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
-def run_lstm(inputs, kernel, recurrent_kernel, bias):
-    """A unidirectional LSTM over a batch-major sequence, zero initial state.
-
-    The input projection x W + b is one matmul over all steps before the loop; the loop only
-    does h U.
+def project_sequence(inputs, kernel, bias):
+    """The input projection x W + b of an LSTM for all steps, time major.
 
     Args:
         inputs: `(B, T, d)`.
         kernel: `(d, 4u)`.
-        recurrent_kernel: `(u, 4u)`.
         bias: `(4u,)`.
+
+    Returns:
+        `(T, B, 4u)`.
+    """
+    # Time major before the projection: the transpose moves d values per step, not 4u, and
+    # the encoder's features need no gradient, so its transpose has none either.
+    return ops.matmul(ops.transpose(inputs, (1, 0, 2)), kernel) + bias
+
+
+def run_recurrence(projected, recurrent_kernel):
+    """The LSTM loop over projected inputs, zero initial state.
+
+    Args:
+        projected: x W + b, time major `(T, B, 4u)` (`project_sequence`).
+        recurrent_kernel: `(u, 4u)`.
 
     Returns:
         Hidden states `(B, T, u)`.
     """
     units = ops.shape(recurrent_kernel)[0]
-    # Time major before the projection: the transpose moves d values per step, not 4u, and
-    # the encoder's features need no gradient, so its transpose has none either.
-    projected = ops.matmul(ops.transpose(inputs, (1, 0, 2)), kernel) + bias  # (T, B, 4u)
     recurrent_kernel = ops.convert_to_tensor(recurrent_kernel)
-    zeros = ops.zeros((ops.shape(inputs)[0], units), dtype=projected.dtype)
+    zeros = ops.zeros((ops.shape(projected)[1], units), dtype=projected.dtype)
 
     def step(carry, xs):
         h, c = carry
         h, c = lstm_cell(xs[0] + ops.matmul(h, recurrent_kernel), c)
         return (h, c), h
 
-    states = scan(step, (zeros, zeros), [projected], ops.shape(inputs)[1])
+    states = scan(step, (zeros, zeros), [projected], ops.shape(projected)[0])
     return ops.transpose(states, (1, 0, 2))
