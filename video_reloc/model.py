@@ -136,8 +136,8 @@ class VideoRelocModel(keras.Model):
         """Eq. (1) as XLA computations: the query's; the reference's projection, then its loop.
 
         The reference's input projection, the largest matmul of inference, runs before the
-        query's encoder starts, so that it has both cores (staged inference about 1.7% faster
-        on a 2-core CPU); the query's encoder then runs beside the reference's loop.
+        query's encoder starts, so that it has both cores (staged inference about 2% faster on
+        a 2-core CPU); the query's encoder then runs beside the reference's loop.
 
         Args:
             query: `(B, Tq, D)` features.
