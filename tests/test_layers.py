@@ -4,6 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from keras import ops
+from layer_testing import distinct_weights, run_layer_test
 
 from video_reloc.layers import (
     AttentionMatching,
@@ -372,3 +374,78 @@ class TestAttentionMatching:
         assert fn(query, reference, query_length, reference_length).shape == (3, 8, 8)
         with pytest.raises(ValueError, match="matching"):
             AttentionMatching(matching="outer")
+
+
+def _random(shape, seed=0, dtype="float32"):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+class TestRunLayerTest:
+    """The shared checks of `layer_testing.run_layer_test`, for every layer of the package."""
+
+    def test_cross_gate(self):
+        run_layer_test(
+            CrossGate,
+            {},
+            args=[(_random((3, 4, 5)), _random((3, 4, 6), seed=1))],
+            expected_output_shape=((3, 4, 5), (3, 4, 6)),
+            expected_num_trainable_weights=4,
+        )
+
+    def test_factorized_bilinear(self):
+        run_layer_test(
+            FactorizedBilinear,
+            {"units": 7, "rank": 3},
+            args=[(_random((3, 4, 5)), _random((3, 4, 5), seed=1))],
+            expected_output_shape=(3, 4, 7),
+            expected_num_trainable_weights=2,
+        )
+
+    def test_sequence_lstm(self):
+        run_layer_test(
+            SequenceLSTM,
+            {"units": 6},
+            args=[_random((3, 7, 5))],
+            expected_output_shape=(3, 7, 6),
+            expected_num_trainable_weights=3,
+        )
+
+    def test_localizer_head(self):
+        run_layer_test(
+            LocalizerHead,
+            {"units": 6},
+            args=[_random((3, 7, 8))],
+            expected_output_shape=(3, 7, 4),
+            expected_num_trainable_weights=5,
+        )
+
+    @pytest.mark.parametrize("cross_gating,matching", TABLE2_VARIANTS)
+    def test_attention_matching(self, cross_gating, matching):
+        weights = 9 + 4 * cross_gating + 2 * (matching == "bilinear")
+        run_layer_test(
+            AttentionMatching,
+            {"units": 4, "cross_gating": cross_gating, "matching": matching, "bilinear_rank": 3},
+            args=[_random((3, 5, 6)), _random((3, 8, 6), seed=1)],
+            tensor_kwargs={
+                "query_length": np.array([5, 2, 1], "int32"),
+                "reference_length": np.array([8, 3, 1], "int32"),
+            },
+            call_kwargs={"return_attention": True},
+            expected_output_shape=((3, 8, 8), (3, 8, 5)),
+            expected_num_trainable_weights=weights,
+        )
+
+    def test_catches_a_shared_initializer(self):
+        # A layer that hands one initializer instance to two weights: the check must fail.
+        class Shared(keras.layers.Layer):
+            def build(self, input_shape):
+                init = keras.initializers.GlorotUniform()
+                self.a = self.add_weight(shape=(input_shape[-1], 3), initializer=init)
+                self.b = self.add_weight(shape=(input_shape[-1], 3), initializer=init)
+
+            def call(self, x):
+                return ops.matmul(x, self.a) + ops.matmul(x, self.b)
+
+        layer = Shared()
+        layer(_random((2, 4)))
+        assert len(distinct_weights(layer.weights)) == 1

@@ -8,6 +8,7 @@ from keras import ops
 
 from video_reloc.layers.cross_gate import CrossGate, gate
 from video_reloc.layers.factorized_bilinear import FactorizedBilinear, factorized_bilinear
+from video_reloc.layers.initializers import clone_initializer
 from video_reloc.layers.sequence_lstm import forget_bias_initializer
 from video_reloc.layers.sequence_ops import lstm_cell, reverse_sequence, scan, sequence_mask
 
@@ -114,32 +115,32 @@ class AttentionMatching(keras.layers.Layer):
                 f"{reference_shape[-1]}."
             )
         attention_units = self.attention_units or self.units
-        dense_kwargs = {
-            "kernel_initializer": self.kernel_initializer,
-            "bias_initializer": self.bias_initializer,
-            "dtype": self.dtype_policy,
-        }
+
+        def dense(units, name, use_bias=True):
+            return keras.layers.Dense(
+                units,
+                use_bias=use_bias,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                bias_initializer=clone_initializer(self.bias_initializer),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
         # Eq. (2): W^q (no bias), W^r with b^m, W^m (no bias), and w with b.
-        self.query_projection = keras.layers.Dense(
-            attention_units, use_bias=False, name="query_projection", **dense_kwargs
-        )
+        self.query_projection = dense(attention_units, "query_projection", use_bias=False)
         self.query_projection.build(query_shape)
-        self.reference_projection = keras.layers.Dense(
-            attention_units, name="reference_projection", **dense_kwargs
-        )
+        self.reference_projection = dense(attention_units, "reference_projection")
         self.reference_projection.build(reference_shape)
-        self.state_projection = keras.layers.Dense(
-            attention_units, use_bias=False, name="state_projection", **dense_kwargs
-        )
+        self.state_projection = dense(attention_units, "state_projection", use_bias=False)
         self.state_projection.build((None, self.units))
-        self.attention_score = keras.layers.Dense(1, name="attention_score", **dense_kwargs)
+        self.attention_score = dense(1, "attention_score")
         self.attention_score.build((None, None, attention_units))
         # Eq. (3).
         self.cross_gate = None
         if self.cross_gating:
             self.cross_gate = CrossGate(
-                kernel_initializer=self.kernel_initializer,
-                bias_initializer=self.bias_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                bias_initializer=clone_initializer(self.bias_initializer),
                 dtype=self.dtype_policy,
                 name="cross_gate",
             )
@@ -150,8 +151,8 @@ class AttentionMatching(keras.layers.Layer):
             self.bilinear = FactorizedBilinear(
                 units=self.bilinear_units,
                 rank=self.bilinear_rank,
-                kernel_initializer=self.kernel_initializer,
-                bias_initializer=self.bias_initializer,
+                kernel_initializer=clone_initializer(self.kernel_initializer),
+                bias_initializer=clone_initializer(self.bias_initializer),
                 dtype=self.dtype_policy,
                 name="bilinear",
             )
@@ -163,17 +164,17 @@ class AttentionMatching(keras.layers.Layer):
         units = self.units
         self.lstm_kernel = self.add_weight(
             shape=(2, matching_dim, 4 * units),
-            initializer=self.kernel_initializer,
+            initializer=clone_initializer(self.kernel_initializer),
             name="lstm_kernel",
         )
         self.lstm_recurrent_kernel = self.add_weight(
             shape=(2, units, 4 * units),
-            initializer=self.recurrent_initializer,
+            initializer=clone_initializer(self.recurrent_initializer),
             name="lstm_recurrent_kernel",
         )
-        bias_initializer = self.bias_initializer
+        bias_initializer = clone_initializer(self.bias_initializer)
         if self.unit_forget_bias:
-            bias_initializer = forget_bias_initializer(units, self.bias_initializer)
+            bias_initializer = forget_bias_initializer(units, bias_initializer)
         self.lstm_bias = self.add_weight(
             shape=(2, 4 * units), initializer=bias_initializer, name="lstm_bias"
         )
@@ -288,9 +289,25 @@ class AttentionMatching(keras.layers.Layer):
             weights["bilinear_bias"] = self.bilinear.projection.bias
         return {key: tf.convert_to_tensor(w) for key, w in weights.items()}
 
-    def compute_output_shape(self, query_shape, reference_shape=None):
-        reference_shape = reference_shape or query_shape
-        return (reference_shape[0], reference_shape[1], 2 * self.units)
+    def compute_output_spec(
+        self,
+        query,
+        reference,
+        query_length=None,
+        reference_length=None,
+        return_attention: bool = False,
+        split_directions: bool = False,
+        **kwargs,
+    ):
+        batch, steps = reference.shape[0], reference.shape[1]
+        dtype = self.compute_dtype
+        if split_directions:
+            matched = tuple(keras.KerasTensor((batch, steps, self.units), dtype) for _ in "fb")
+        else:
+            matched = keras.KerasTensor((batch, steps, 2 * self.units), dtype)
+        if return_attention:
+            return matched, keras.KerasTensor((batch, steps, query.shape[1]), dtype)
+        return matched
 
     def get_config(self):
         config = super().get_config()

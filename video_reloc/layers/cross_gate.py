@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from video_reloc.layers.initializers import clone_initializer
+
 
 def gate(inputs, kernel, bias):
     """sigmoid(W x + b) of Eq. (3), with explicit weights. `(..., d_in)` to `(..., d_out)`."""
@@ -54,8 +56,8 @@ class CrossGate(keras.layers.Layer):
         # W^g_r, b^g_r: gate applied to the query, computed from the reference.
         self.reference_to_query_dense = keras.layers.Dense(
             query_dim,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="reference_to_query",
         )
@@ -63,8 +65,8 @@ class CrossGate(keras.layers.Layer):
         # W^g_q, b^g_q: gate applied to the reference, computed from the query.
         self.query_to_reference_dense = keras.layers.Dense(
             reference_dim,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="query_to_reference",
         )

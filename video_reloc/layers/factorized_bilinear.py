@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from video_reloc.layers.initializers import clone_initializer
+
 
 def factorized_bilinear(x, y, kernel, bias, rank: int):
     """Eq. (5) with explicit weights: t_j = (F_j x + b^f_j) . (F_j y + b^f_j).
@@ -84,8 +86,8 @@ class FactorizedBilinear(keras.layers.Layer):
         self._output_dim = self.units if self.units is not None else x_shape[-1]
         self.projection = keras.layers.Dense(
             self._output_dim * self.rank,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="projection",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from video_reloc.layers.initializers import clone_initializer
 from video_reloc.layers.sequence_lstm import SequenceLSTM
 
 OUTPUTS = ("logits", "log_probabilities", "probabilities")
@@ -58,17 +59,17 @@ class LocalizerHead(keras.layers.Layer):
     def build(self, input_shape):
         self.lstm = SequenceLSTM(
             self.units,
-            kernel_initializer=self.kernel_initializer,
-            recurrent_initializer=self.recurrent_initializer,
-            bias_initializer=self.bias_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            recurrent_initializer=clone_initializer(self.recurrent_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="lstm",
         )
         self.lstm.build(input_shape)
         self.classifier = keras.layers.Dense(
             NUM_CLASSES,
-            kernel_initializer=self.kernel_initializer,
-            bias_initializer=self.bias_initializer,
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="classifier",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from video_reloc.layers.initializers import clone_initializer
 from video_reloc.layers.sequence_ops import project_sequence, run_recurrence
 
 
@@ -68,17 +69,17 @@ class SequenceLSTM(keras.layers.Layer):
     def build(self, input_shape):
         self.kernel = self.add_weight(
             shape=(input_shape[-1], 4 * self.units),
-            initializer=self.kernel_initializer,
+            initializer=clone_initializer(self.kernel_initializer),
             name="kernel",
         )
         self.recurrent_kernel = self.add_weight(
             shape=(self.units, 4 * self.units),
-            initializer=self.recurrent_initializer,
+            initializer=clone_initializer(self.recurrent_initializer),
             name="recurrent_kernel",
         )
-        bias_initializer = self.bias_initializer
+        bias_initializer = clone_initializer(self.bias_initializer)
         if self.unit_forget_bias:
-            bias_initializer = forget_bias_initializer(self.units, self.bias_initializer)
+            bias_initializer = forget_bias_initializer(self.units, bias_initializer)
         self.bias = self.add_weight(
             shape=(4 * self.units,), initializer=bias_initializer, name="bias"
         )
