@@ -85,12 +85,12 @@ def test_compiled_stages_are_separate_xla_computations(model):
     # between the two directions, so TensorFlow can run them at once.
     assert len(compiled) == 7, compiled
     functions = {name: graph.get_operation_by_name(name).get_attr("f").name for name in compiled}
-    for stage in ("prepare_directions", "encoder_projection", "encoder_recurrence"):
+    for stage in ("_prepare_directions", "encoder_projection", "encoder_recurrence"):
         assert sum(stage in f for f in functions.values()) == 1, (stage, functions)
     matching = [
         graph.get_operation_by_name(name)
         for name, f in functions.items()
-        if "match_forward" in f or "match_backward" in f
+        if "_match_direction" in f
     ]
     assert len(matching) == 2, functions
 

@@ -258,11 +258,11 @@ def _staged(cell, query, query_mask, reference, reference_length, return_attenti
             states = reverse_sequence(states, reference_length)
         return states, (ops.transpose(attention, (1, 0, 2)) if return_attention else None)
 
-    query_projection, step_inputs = compiled_stage(prepare, "prepare_directions")(
+    query_projection, step_inputs = compiled_stage(prepare, "_prepare_directions")(
         query, reference, reference_length
     )
     (forward, attention), (backward, _) = (
-        compiled_stage(functools.partial(run, direction), f"match_{name}")(
+        compiled_stage(functools.partial(run, direction), f"_match_direction_{name}")(
             query, query_mask, query_projection, step_inputs[direction], reference_length
         )
         for direction, name in enumerate(DIRECTIONS)
