@@ -12,9 +12,11 @@ import time
 import urllib.error
 import urllib.request
 
+import grpc
 import numpy as np
 import pytest
 from net import free_ports, request
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from video_reloc import build_model
 from video_reloc.decode import segment_scores
@@ -463,7 +465,8 @@ def test_load_models_errors(base_path, tmp_path):
 
 @pytest.mark.slow
 def test_serve_binary_with_model_config_file(base_path, tmp_path):
-    """The console script serves two models from a config file; serving imports no training."""
+    """The console script serves two models from TensorFlow Serving's config files, over REST
+    and gRPC, with metrics; serving imports no training."""
     config = tmp_path / "models.config"
     config.write_text(
         "model_config_list {\n"
@@ -472,15 +475,20 @@ def test_serve_binary_with_model_config_file(base_path, tmp_path):
         "    model_version_policy { specific { versions: 1 versions: 2 } } }\n"
         "}\n"
     )
-    port = free_ports()[0]
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true, path: "/metrics" }\n')
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\n")
+    port, grpc_port = free_ports(2)
     code = (
         "import sys\n"
         "from video_reloc_bin import serve\n"
         "bad = [m for m in sys.modules if m.startswith(('video_reloc.training', 'video_reloc.data',"
         " 'tfds_activitynet_reloc', 'tensorflow_datasets'))]\n"
         "assert not bad, bad\n"
-        "sys.argv = ['serve', '--rest_api_host=127.0.0.1', "
-        f"'--rest_api_port={port}', '--model_config_file={config}']\n"
+        "sys.argv = ['serve', '--rest_api_host=127.0.0.1', '--grpc_host=127.0.0.1', "
+        f"'--rest_api_port={port}', '--port={grpc_port}', '--model_config_file={config}', "
+        f"'--monitoring_config_file={monitoring}', '--batching_parameters_file={batching}']\n"
         "serve.run()\n"
     )
     process = subprocess.Popen(
@@ -489,20 +497,32 @@ def test_serve_binary_with_model_config_file(base_path, tmp_path):
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
-        while True:
+        while True:  # the APIs answer while the models load: until all are AVAILABLE
             assert process.poll() is None, process.stdout.read()
             try:
                 status, body = request(url + "/v1/models/both", timeout=5)
-                break
+                states = [v["state"] for v in body.get("model_version_status", [])]
+                if status == 200 and states == ["AVAILABLE"] * 2:
+                    break
             except (urllib.error.URLError, ConnectionError):
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.5)
-        assert status == 200
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.5)
         assert [v["version"] for v in body["model_version_status"]] == ["2", "1"]
         status, body = request(url + "/v1/models/latest")
         assert [v["version"] for v in body["model_version_status"]] == ["2"]
         status, body = request(url + "/v1/models/both/versions/1:predict", json.dumps(_valid()))
         assert status == 200 and len(body["predictions"]) == 1
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            status_request = get_model_status_pb2.GetModelStatusRequest()
+            status_request.model_spec.name = "both"
+            response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                status_request, timeout=60
+            )
+        assert [s.version for s in response.model_version_status] == [2, 1]
+        with urllib.request.urlopen(url + "/metrics", timeout=60) as answer:
+            metrics = answer.read().decode()
+        assert 'video_reloc_serving_requests_total{api="predict",entrypoint="REST"' in metrics
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -186,16 +186,14 @@ class ModelManager:
                 problem = None
                 if not found:
                     problem = (
-                        f"model {config.name!r}: no numeric version folder with a SavedModel "
-                        f"under {config.base_path}"
+                        f"no numeric version folder with a SavedModel under {config.base_path}"
                     )
                 elif missing:
                     problem = (
-                        f"model {config.name!r}: versions {missing} not found under "
-                        f"{config.base_path} (found {found})"
+                        f"versions {missing} not found under {config.base_path} (found {found})"
                     )
                 if problem and require_versions:
-                    raise FileNotFoundError(problem)
+                    raise FileNotFoundError(f"model {config.name!r}: {problem}")
                 if problem:
                     self._report(config.name, f"{problem}; serving it once one appears")
                 for version in sorted(_aspired_versions(config, found)):
@@ -307,9 +305,8 @@ class ModelManager:
         aspired = _aspired_versions(config, found)
         problem = None
         if not found:
-            problem = (
-                f"no numeric version folder with a SavedModel under {base}; unloading its versions"
-            )
+            problem = f"no numeric version folder with a SavedModel under {base}"
+            problem += "; unloading its versions" if self.versions().get(config.name) else ""
         elif config.versions and not aspired:
             problem = f"none of versions {sorted(config.versions)} under {base} (found {found})"
         self._report(config.name, problem)
