@@ -1,20 +1,28 @@
-"""Tests of the gRPC API with TensorFlow Serving's own client stubs, version labels and metrics.
+"""Tests of the gRPC API with TensorFlow Serving's own client stubs, version labels, metrics,
+and stalled clients.
 
 One small export (no XLA) serves as versions 1 and 2 of one model, labelled `stable` and
-`canary`, behind one server that speaks both APIs and serves Prometheus metrics.
+`canary`, behind one server that speaks both APIs, serves Prometheus metrics, and has 4 threads
+per API and a 10 s timeout (`--rest_api_timeout_in_ms`), for the stalled clients: a smaller run
+of `benchmarks/benchmark_serving.py` (60 stalled connections, 64 requests from 32 clients),
+where 20 connections send half a request and stall while 8 clients send 16 requests. Nothing
+asserts wall-clock speed; every request must be answered, and the server must close the
+stalled connections itself.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
+import time
 import urllib.request
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from net import request
+from net import concurrent_requests, request, stalled_connections
 from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -37,6 +45,10 @@ from video_reloc.serving import (
 FEATURE_DIM = 12
 METRICS_PATH = "/metrics/prometheus"
 TIMEOUT_S = 120
+TIMEOUT_MS = 10_000  # --rest_api_timeout_in_ms: stalled connections are closed after this
+STALLED = 20
+CLIENTS = 8
+REQUESTS = 16
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +63,7 @@ def base_path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(base_path):
     config = ModelConfig("reloc", str(base_path), (1, 2), 1, {"stable": 1, "canary": 2})
-    manager = ModelManager([config], BatchingParameters(), enable_model_warmup=False)
+    manager = ModelManager([config], BatchingParameters())  # warmed up: no slow first call
     manager.load()
     server = start_server(
         manager,
@@ -60,9 +72,13 @@ def server(base_path):
         grpc_port=0,
         monitoring=MonitoringConfig(True, METRICS_PATH),
         file_system_poll_wait_seconds=0,
+        timeout_ms=TIMEOUT_MS,
+        rest_api_num_threads=4,
+        grpc_max_threads=4,
     )
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     yield {
+        "server": server,
         "url": f"http://127.0.0.1:{server.rest_api_port}",
         "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
         "models": model_service_pb2_grpc.ModelServiceStub(channel),
@@ -336,3 +352,63 @@ def test_prometheus_metrics(server):
         for s in after["video_reloc_serving_model_version_state"]
     }
     assert states == {("1", "AVAILABLE"): 1, ("2", "AVAILABLE"): 1}
+
+
+def body(seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    pair = {
+        "query": rng.standard_normal((6, FEATURE_DIM)).tolist(),
+        "query_length": 6,
+        "reference": rng.standard_normal((30, FEATURE_DIM)).tolist(),
+        "reference_length": 30 - seed % 5,
+    }
+    return json.dumps({"instances": [pair]})
+
+
+def closed_by_server(sock: socket.socket, timeout_s: float) -> bool:
+    """Whether the server closes `sock` (EOF or reset) within `timeout_s`."""
+    sock.settimeout(timeout_s)
+    try:
+        while sock.recv(65536):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_stalled_rest_clients_hold_no_worker(server):
+    port = server["server"].rest_api_port
+    url = f"http://127.0.0.1:{port}/v1/models/reloc:predict"
+    stalled = stalled_connections("127.0.0.1", port, STALLED, "/v1/models/reloc:predict")
+    try:
+        results = concurrent_requests(url, [body(i) for i in range(REQUESTS)], CLIENTS)
+        assert [status for status, _ in results] == [200] * REQUESTS
+        # The read timeout: the server closes each stalled connection (within the timeout and
+        # a cleanup interval; generous here for a loaded machine).
+        start = time.monotonic()
+        closed = [closed_by_server(sock, 60.0) for sock in stalled]
+        assert all(closed), f"{closed.count(False)} stalled connection(s) still open"
+        assert time.monotonic() - start < 60.0
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_stalled_grpc_connections_hold_no_worker(server):
+    """Raw TCP connections that send half of the HTTP/2 preface and stall."""
+    stalled = []
+    for _ in range(STALLED):
+        sock = socket.create_connection(("127.0.0.1", server["server"].grpc_port), timeout=30)
+        sock.sendall(b"PRI * HTTP/2.0\r\n")
+        stalled.append(sock)
+    try:
+        for seed in range(REQUESTS // 4):
+            response = server["predict"].Predict(
+                predict_request(make_inputs(seed, batch=1)), timeout=60
+            )
+            assert response.outputs["probabilities"].tensor_shape.dim[1].size == 30
+    finally:
+        for sock in stalled:
+            sock.close()

@@ -278,6 +278,7 @@ def start_server(
     monitoring: MonitoringConfig | None = None,
     rest_api_num_threads: int = DEFAULT_NUM_THREADS,
     grpc_max_threads: int = DEFAULT_NUM_THREADS,
+    grpc_host: str | None = None,
 ) -> ModelServer:
     """Starts a server in background threads (port 0 picks a free one).
 
@@ -296,6 +297,7 @@ def start_server(
         monitoring: Where the REST API serves the Prometheus metrics.
         rest_api_num_threads: REST requests handled at once.
         grpc_max_threads: gRPC requests handled at once.
+        grpc_host: The address gRPC listens on (`None`: `host`).
 
     Returns:
         The server: `server.rest_api_port` and `server.grpc_port` are its ports (`server.port`
@@ -316,6 +318,7 @@ def start_server(
         host,
         rest_api_port=port,
         grpc_port=grpc_port,
+        grpc_host=grpc_host,
         max_request_bytes=max_request_bytes,
         timeout_ms=timeout_ms,
         rest_api_num_threads=rest_api_num_threads,
@@ -409,17 +412,18 @@ def serve(
         monitoring = parse_monitoring_config(text, monitoring_config_file)
     manager = ModelManager(configs, batching, enable_model_warmup, model_warmup_shapes)
     # Listen first, so that a port in use fails at once and clients see the models LOADING.
-    server = ModelServer(
+    server = start_server(
         manager,
+        rest_api_port,
         rest_api_host,
-        rest_api_port=rest_api_port,
+        max_request_bytes,
+        rest_api_timeout_in_ms,
+        file_system_poll_wait_seconds=0,  # polling starts once the models are loaded
         grpc_port=port,
-        grpc_host=grpc_host,
-        max_request_bytes=max_request_bytes,
-        timeout_ms=rest_api_timeout_in_ms,
+        monitoring=monitoring,
         rest_api_num_threads=rest_api_num_threads,
         grpc_max_threads=grpc_max_threads,
-        monitoring=monitoring,
+        grpc_host=grpc_host,
     )
     try:
         manager.load(require_versions=False)
