@@ -15,7 +15,7 @@ from video_reloc.baselines import ChanceBaseline
 from video_reloc.metrics import THRESHOLDS
 
 TINY = TINY_SYNTHETIC
-KEYS = [f"{t:g}" for t in THRESHOLDS] + ["mean"]
+KEYS = [f"{t:g}" for t in THRESHOLDS] + ["mean", "mean_iou"]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -66,7 +66,13 @@ def test_benchmark_with_an_injected_trainer(tiny_examples, tmp_path):
     assert sorted(calls) == sorted(
         (a, s) for a in ("base", "base_cross_gating", "base_bilinear", "full") for s in (5, 6)
     )
-    assert list(tables.table1) == ["Chance", "Frame-level baseline", "Video-level baseline", "Ours"]
+    assert list(tables.table1) == [
+        "Chance",
+        "Frame-level baseline",
+        "Frame-level baseline (normalized)",
+        "Video-level baseline",
+        "Ours",
+    ]
     assert list(tables.table2) == ["Base", "Base + cross gating", "Base + bilinear", "Ours"]
     assert tables.table1["Ours"] == tables.table2["Ours"]
     for name, row in tables.table1.items():
@@ -100,7 +106,13 @@ def test_benchmark_end_to_end_with_real_training(tiny_examples, tmp_path):
     tables = benchmark.run_benchmark(config, examples=tiny_examples)
     table1 = json.loads((tmp_path / "out" / "table1.json").read_text())
     table2 = json.loads((tmp_path / "out" / "table2.json").read_text())
-    assert list(table1) == ["Chance", "Frame-level baseline", "Video-level baseline", "Ours"]
+    assert list(table1) == [
+        "Chance",
+        "Frame-level baseline",
+        "Frame-level baseline (normalized)",
+        "Video-level baseline",
+        "Ours",
+    ]
     assert list(table2) == ["Base", "Base + cross gating", "Base + bilinear", "Ours"]
     for row in [*table1.values(), *table2.values()]:
         _check_row(row)
