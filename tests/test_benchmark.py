@@ -48,6 +48,8 @@ def test_config_rejects_unknown_rows_and_seeds():
         benchmark.BenchmarkConfig(rows=["SST"])
     with pytest.raises(ValueError, match="seeds"):
         benchmark.BenchmarkConfig(seeds=0)
+    with pytest.raises(ValueError, match="model_overrides"):
+        benchmark.BenchmarkConfig(model_overrides={"dropout": 0.1})
 
 
 def test_benchmark_with_an_injected_trainer(tiny_examples, tmp_path):
@@ -102,6 +104,7 @@ def test_benchmark_end_to_end_with_real_training(tiny_examples, tmp_path):
         video_level_steps=3,
         video_level_units=8,
         model_steps=2,
+        model_overrides={"normalization": "standardize"},
     )
     tables = benchmark.run_benchmark(config, examples=tiny_examples)
     table1 = json.loads((tmp_path / "out" / "table1.json").read_text())
@@ -123,8 +126,10 @@ def test_benchmark_end_to_end_with_real_training(tiny_examples, tmp_path):
             (tmp_path / "out" / "models" / f"{ablation}_seed0" / "model_config.json").read_text()
         )
         assert model_config["ablation"] == ablation and model_config["units"] == 64
+        assert model_config["normalization"] == "standardize"
     markdown = (tmp_path / "out" / "tables.md").read_text()
     assert "| Ours |" in markdown and "| Ours (paper) | 43.5 |" in markdown
+    assert "Model rows trained with `normalization=standardize`." in markdown
 
 
 @pytest.mark.slow

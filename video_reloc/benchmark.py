@@ -89,6 +89,8 @@ class BenchmarkConfig:
         model_preset: Training preset of the model rows (`video_reloc.training.PRESETS`;
             `None`: `synthetic` for a synthetic dataset, else `paper`).
         model_root: Where the model rows train (`None`: `output_dir/models`).
+        model_overrides: `TrainConfig` fields every model row trains with besides its
+            preset's (e.g. `{"normalization": "standardize"}`); named in the tables' caption.
         rows: Rows to run, by name (`None`: all of both tables). Rows left out are absent
             from the outputs; `Ours` is shared by both tables.
     """
@@ -108,6 +110,7 @@ class BenchmarkConfig:
     model_steps: int | None = None
     model_preset: str | None = None
     model_root: str | None = None
+    model_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     rows: Sequence[str] | None = None
 
     def __post_init__(self):
@@ -117,6 +120,10 @@ class BenchmarkConfig:
         unknown = sorted(set(self.rows or ()) - known)
         if unknown:
             raise ValueError(f"Unknown rows {unknown}; choose among {sorted(known)}.")
+        fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
+        unknown = sorted(set(self.model_overrides) - fields)
+        if unknown:
+            raise ValueError(f"Unknown model_overrides {unknown}; choose among {sorted(fields)}.")
 
 
 @dataclasses.dataclass
@@ -219,6 +226,9 @@ def render_markdown(
     caption = (
         f"`{config.dataset}`, split `{config.split}` ({num_pairs} pairs), trained rows: {seeds}."
     )
+    if config.model_overrides:
+        settings = ", ".join(f"`{k}={v}`" for k, v in config.model_overrides.items())
+        caption += f" Model rows trained with {settings}."
     parts = []
     for number, table, paper, what in (
         (1, table1, PAPER_TABLE1, "Performance comparisons"),
@@ -357,6 +367,7 @@ def model_trainer(config: BenchmarkConfig) -> ModelTrainer:
             test=False,
             export=False,
             progress=False,
+            **config.model_overrides,
         )
         result = training.train(train_config, {"train": train, "validation": validation})
         logging.info(
