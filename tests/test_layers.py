@@ -7,10 +7,12 @@ import tensorflow as tf
 from keras import ops
 from layer_testing import distinct_weights, run_layer_test
 
+from video_reloc.baselines.frame_level import standardize
 from video_reloc.layers import (
     AttentionMatching,
     CrossGate,
     FactorizedBilinear,
+    FeatureNormalization,
     LocalizerHead,
     MatchingCell,
     SequenceLSTM,
@@ -673,3 +675,34 @@ class TestRunLayerTest:
         layer = Shared()
         layer(_random((2, 4)))
         assert len(distinct_weights(layer.weights)) == 1
+
+
+class TestFeatureNormalization:
+    def test_layer(self):
+        for mode in ("standardize", "center"):
+            run_layer_test(
+                FeatureNormalization,
+                {"mode": mode},
+                args=[_random((3, 7, 5))],
+                tensor_kwargs={"lengths": np.array([7, 3, 1], "int32")},
+                expected_output_shape=(3, 7, 5),
+                expected_num_trainable_weights=0,
+                run_training_check=False,
+            )
+
+    def test_standardize_equals_the_baselines_and_ignores_padding(self):
+        x = _random((2, 9, 4)) * 5.0 + 3.0
+        lengths = np.array([9, 5], "int32")
+        junk = x.copy()
+        junk[1, 5:] = 1e6
+        layer = FeatureNormalization("standardize", epsilon=0.0)
+        out = np.asarray(layer(junk, lengths))
+        for b, n in enumerate(lengths):
+            np.testing.assert_allclose(out[b, :n], standardize(x[b, :n]), rtol=1e-4, atol=1e-4)
+            np.testing.assert_array_equal(out[b, n:], 0.0)
+        center = np.asarray(FeatureNormalization("center", epsilon=0.0)(x, lengths))
+        valid = center[1, :5]
+        np.testing.assert_allclose(valid.mean(0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(np.mean(valid**2), 1.0, rtol=1e-4)
+        with pytest.raises(ValueError, match="mode"):
+            FeatureNormalization("whiten")

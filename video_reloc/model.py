@@ -6,7 +6,12 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from video_reloc.layers import AttentionMatching, LocalizerHead, SequenceLSTM
+from video_reloc.layers import (
+    AttentionMatching,
+    FeatureNormalization,
+    LocalizerHead,
+    SequenceLSTM,
+)
 from video_reloc.layers.sequence_ops import compiled_stage
 
 INPUT_KEYS = ("query", "query_length", "reference", "reference_length")
@@ -24,6 +29,8 @@ ABLATIONS = {
 class VideoRelocModel(keras.Model):
     """Cross gated bilinear matching model for video re-localization.
 
+    - Optionally (not in the paper), `FeatureNormalization` of the query and the reference,
+      each over its own valid steps, before the encoder.
     - Eq. (1): one LSTM, shared by query and reference, encodes the features; dropout follows
       (the original release keeps 0.6 of the units).
     - Eqs. (2)-(7): `AttentionMatching`, forward and backward, concatenated into h^m; dropout
@@ -44,6 +51,8 @@ class VideoRelocModel(keras.Model):
         matching: `"bilinear"` (Eq. 5) or `"concat"` (Table 2 ablation switch).
         encoder_dropout: Dropout rate after the encoder (0.4, i.e. keep 0.6).
         matching_dropout: Dropout rate after the matching (0.2, i.e. keep 0.8).
+        normalization: `None` (the paper), or a `FeatureNormalization` mode (`"standardize"`,
+            `"center"`) applied to each query and reference before the encoder.
         **kwargs: Base model arguments.
 
     Call arguments:
@@ -73,6 +82,7 @@ class VideoRelocModel(keras.Model):
         matching: str = "bilinear",
         encoder_dropout: float = 0.4,
         matching_dropout: float = 0.2,
+        normalization: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,6 +92,12 @@ class VideoRelocModel(keras.Model):
         self.matching = matching
         self.encoder_dropout = encoder_dropout
         self.matching_dropout = matching_dropout
+        self.normalization = normalization
+        self.feature_normalization = (
+            FeatureNormalization(normalization, name="feature_normalization")
+            if normalization
+            else None
+        )
         self.encoder = SequenceLSTM(units, name="encoder")
         self.encoder_dropout_layer = keras.layers.Dropout(encoder_dropout, name="encoder_dropout")
         self.matching_layer = AttentionMatching(
@@ -113,11 +129,15 @@ class VideoRelocModel(keras.Model):
         if missing:
             raise KeyError(f"VideoRelocModel inputs lack {missing}; expected keys {INPUT_KEYS}.")
         matching, use_cudnn = self._paths(training, compile_stages)
+        query, reference = inputs["query"], inputs["reference"]
+        if self.feature_normalization is not None:
+            query = self.feature_normalization(query, inputs["query_length"])
+            reference = self.feature_normalization(reference, inputs["reference_length"])
         if compile_stages:
-            query, reference = self._encode_staged(inputs["query"], inputs["reference"])
+            query, reference = self._encode_staged(query, reference)
         else:
-            query = self.encoder(inputs["query"], use_cudnn=use_cudnn)
-            reference = self.encoder(inputs["reference"], use_cudnn=use_cudnn)
+            query = self.encoder(query, use_cudnn=use_cudnn)
+            reference = self.encoder(reference, use_cudnn=use_cudnn)
         query = self.encoder_dropout_layer(query, training=training)
         reference = self.encoder_dropout_layer(reference, training=training)
         matched = self.matching_layer(
@@ -190,6 +210,7 @@ class VideoRelocModel(keras.Model):
                 "matching": self.matching,
                 "encoder_dropout": self.encoder_dropout,
                 "matching_dropout": self.matching_dropout,
+                "normalization": self.normalization,
             }
         )
         return config
@@ -202,6 +223,7 @@ def build_model(
     bilinear_rank: int = 8,
     encoder_dropout: float = 0.4,
     matching_dropout: float = 0.2,
+    normalization: str | None = None,
     seed: int | None = None,
 ) -> VideoRelocModel:
     """Makes and builds a `VideoRelocModel` for features of size `feature_dim`.
@@ -213,6 +235,7 @@ def build_model(
         bilinear_rank: Rank k.
         encoder_dropout: Dropout rate after the encoder.
         matching_dropout: Dropout rate after the matching.
+        normalization: `None`, or a `FeatureNormalization` mode before the encoder.
         seed: If given, seeds Keras' random generators before the weights are made.
 
     Returns:
@@ -227,6 +250,7 @@ def build_model(
         bilinear_rank=bilinear_rank,
         encoder_dropout=encoder_dropout,
         matching_dropout=matching_dropout,
+        normalization=normalization,
         **ABLATIONS[ablation],
     )
     model.build(
