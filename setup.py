@@ -39,12 +39,12 @@ EXTRAS_REQUIRE = {
 }
 
 CONSOLE_SCRIPTS = [
-    "video-reloc-train=video_reloc_bin.train:run",
-    "video-reloc-evaluate=video_reloc_bin.evaluate:run",
-    "video-reloc-export=video_reloc_bin.export:run",
-    "video-reloc-serve=video_reloc_bin.serve:run",
-    "video-reloc-relocalize=video_reloc_bin.relocalize:run",
-    "video-reloc-benchmark=video_reloc_bin.benchmark:run",
+    "video-reloc-train=video_reloc.cli.train:run",
+    "video-reloc-evaluate=video_reloc.cli.evaluate:run",
+    "video-reloc-export=video_reloc.cli.export:run",
+    "video-reloc-serve=video_reloc.cli.serve:run",
+    "video-reloc-relocalize=video_reloc.cli.relocalize:run",
+    "video-reloc-benchmark=video_reloc.cli.benchmark:run",
 ]
 
 setup(
@@ -61,9 +61,7 @@ setup(
             "tfds_activitynet_reloc",
             "tfds_activitynet_reloc.*",
         ]
-    )
-    + ["video_reloc_bin"],
-    package_dir={"video_reloc_bin": "bin"},
+    ),
     include_package_data=True,
     package_data={
         "tfds_activitynet_reloc.activitynet_reloc": [

@@ -14,7 +14,7 @@ alternately N times (each model compiled once) and judges the median of the N ra
 from __future__ import annotations
 
 # First, as in the binaries: the BFC CPU allocator unless the environment says otherwise.
-import video_reloc_bin.startup  # noqa: F401 - TensorFlow reads its settings at start
+import video_reloc.cli.startup  # noqa: F401 - TensorFlow reads its settings at start
 
 # isort: split
 import argparse
@@ -27,9 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from video_reloc import build_model
+from video_reloc.cli import runtime
 from video_reloc.decode import decode_segments
 from video_reloc.losses import localization_loss
-from video_reloc_bin import runtime
 
 # Issue 2: the targets, and the plain unhoisted implementation's figures, on its 2-core CPU.
 TARGET_PAIRS_PER_S, TARGET_MS = 180.0, 12.0

@@ -24,7 +24,7 @@ target scaled to this machine.
 from __future__ import annotations
 
 # First, as in the binaries: the BFC CPU allocator unless the environment says otherwise.
-import video_reloc_bin.startup  # noqa: F401 - TensorFlow reads its settings at start
+import video_reloc.cli.startup  # noqa: F401 - TensorFlow reads its settings at start
 
 # isort: split
 import argparse

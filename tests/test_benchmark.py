@@ -139,7 +139,7 @@ def test_binary_writes_the_tables(tmp_path):
         [
             sys.executable,
             "-m",
-            "video_reloc_bin.benchmark",
+            "video_reloc.cli.benchmark",
             "--dataset=activitynet_reloc/synthetic",
             f"--data_dir={tmp_path / 'tfds'}",
             f"--output_dir={out}",

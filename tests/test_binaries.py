@@ -19,7 +19,6 @@ from video_reloc import data, evaluation
 from video_reloc.metrics import THRESHOLDS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-BIN = REPO_ROOT / "bin"
 TINY_RUN = [
     "--units=8",
     "--bilinear_rank=2",
@@ -30,9 +29,9 @@ TINY_RUN = [
 
 
 def _command(name):
-    """The console script when installed, else `python bin/<name>.py`."""
+    """The console script when installed, else `python -m video_reloc.cli.<name>`."""
     script = shutil.which(f"video-reloc-{name}", path=str(pathlib.Path(sys.executable).parent))
-    return [script] if script else [sys.executable, str(BIN / f"{name}.py")]
+    return [script] if script else [sys.executable, "-m", f"video_reloc.cli.{name}"]
 
 
 def _run(args, timeout=240):
@@ -116,7 +115,8 @@ def test_export_binary_matches_the_checkpoint(trained, tmp_path):
     _run(
         [
             sys.executable,
-            str(BIN / "export.py"),
+            "-m",
+            "video_reloc.cli.export",
             f"--checkpoint={model_dir / 'best'}",
             f"--export_dir={tmp_path / 'models'}",
             "--version=7",
@@ -170,7 +170,7 @@ def test_export_binary_matches_the_checkpoint(trained, tmp_path):
 )
 def test_helpfull_documents_every_flag(name, flags):
     proc = subprocess.run(
-        [sys.executable, str(BIN / f"{name}.py"), "--helpfull"],
+        [sys.executable, "-m", f"video_reloc.cli.{name}", "--helpfull"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -203,7 +203,8 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
     model_dir = tmp_path / "killed"
     command = [
         sys.executable,
-        str(BIN / "train.py"),
+        "-m",
+        "video_reloc.cli.train",
         f"--model_dir={model_dir}",
         f"--data_dir={data_dir}",
         "--train_steps=40",
@@ -244,7 +245,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
     assert evaluation.checkpoint_candidates(model_dir)[0].endswith("ckpt-40")
 
 
-# Quiet logs (video_reloc_bin.logs): libraries' INFO lines go, warnings, errors and ours stay.
+# Quiet logs (video_reloc.cli.logs): libraries' INFO lines go, warnings, errors and ours stay.
 
 NATIVE_INFO = re.compile(r"^I\d{4} [\d:.]+\s+\d+ \S+:\d+\] ", re.MULTILINE)
 LIBRARY_INFO = re.compile(
@@ -275,13 +276,13 @@ def _quiet_env():
     ],
 )
 def test_verbosity_from_argv(argv, expected):
-    from video_reloc_bin import logs
+    from video_reloc.cli import logs
 
     assert logs.verbosity_from_argv(["prog", *argv]) == expected
 
 
 def test_tf_cpp_min_log_level_respects_the_user():
-    from video_reloc_bin import logs
+    from video_reloc.cli import logs
 
     environ = {}
     assert logs.set_tf_cpp_min_log_level(["prog"], environ) == 1
@@ -295,7 +296,7 @@ def test_tf_cpp_min_log_level_respects_the_user():
 
 
 def test_filter_native_log():
-    from video_reloc_bin import logs
+    from video_reloc.cli import logs
 
     text = (
         "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
@@ -314,7 +315,7 @@ def test_filter_native_log():
 
 
 def test_library_info_filter_keeps_ours_warnings_and_verbose():
-    from video_reloc_bin import logs
+    from video_reloc.cli import logs
 
     ours = str(REPO_ROOT / "video_reloc" / "training.py")
     theirs = str(pathlib.Path(tf.__file__).parent / "python" / "saved_model" / "builder_impl.py")
@@ -324,7 +325,7 @@ def test_library_info_filter_keeps_ours_warnings_and_verbose():
 
     quiet = logs.LibraryInfoFilter()
     assert quiet.filter(record(logging.INFO, ours))
-    assert quiet.filter(record(logging.INFO, str(BIN / "serve.py")))
+    assert quiet.filter(record(logging.INFO, str(REPO_ROOT / "video_reloc" / "cli" / "serve.py")))
     assert not quiet.filter(record(logging.INFO, theirs))
     assert not quiet.filter(record(logging.DEBUG, theirs))
     assert quiet.filter(record(logging.WARNING, theirs))
@@ -334,7 +335,7 @@ def test_library_info_filter_keeps_ours_warnings_and_verbose():
 
 def _helpfull_stderr(*flags, env=None):
     proc = subprocess.run(
-        [sys.executable, str(BIN / "export.py"), "--helpfull", *flags],
+        [sys.executable, "-m", "video_reloc.cli.export", "--helpfull", *flags],
         capture_output=True,
         text=True,
         timeout=120,
@@ -358,7 +359,7 @@ def test_binaries_are_quiet_by_default():
 _ALLOCATOR_PROBE = (
     "import os\n"
     "before = os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')\n"
-    "import video_reloc_bin.startup, tensorflow as tf\n"
+    "import video_reloc.cli.startup, tensorflow as tf\n"
     "tf.random.normal((8, 8)).numpy()\n"
     "print(before, os.environ['TF_CPU_ALLOCATOR_USE_BFC'])\n"
 )

@@ -224,7 +224,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("video_reloc", "tfds_activitynet_reloc", "video_reloc_bin"):
+            if name.split(".")[0] in ("video_reloc", "tfds_activitynet_reloc"):
                 raise ImportError(f"{name} is blocked: the SavedModel must stand alone")
             return None
 

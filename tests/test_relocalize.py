@@ -187,7 +187,7 @@ def test_relocalize_binary(base_path, tmp_path):
         [
             sys.executable,
             "-m",
-            "video_reloc_bin.relocalize",
+            "video_reloc.cli.relocalize",
             f"--model={base_path}",
             f"--query={tmp_path}/features.hdf5:q",
             "--query_range=0:8",

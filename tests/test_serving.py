@@ -482,7 +482,7 @@ def test_serve_binary_with_model_config_file(base_path, tmp_path):
     port, grpc_port = free_ports(2)
     code = (
         "import sys\n"
-        "from video_reloc_bin import serve\n"
+        "from video_reloc.cli import serve\n"
         "bad = [m for m in sys.modules if m.startswith(('video_reloc.training', 'video_reloc.data',"
         " 'tfds_activitynet_reloc', 'tensorflow_datasets'))]\n"
         "assert not bad, bad\n"

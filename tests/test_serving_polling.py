@@ -461,7 +461,7 @@ def test_serve_binary_polls(exported, tmp_path):
     port = free_ports()[0]
     code = (
         "import sys\n"
-        "from video_reloc_bin import serve\n"
+        "from video_reloc.cli import serve\n"
         "sys.argv = ['serve', '--rest_api_host=127.0.0.1', '--model_name=reloc', '--port=0', "
         f"'--rest_api_port={port}', '--model_base_path={base}', "
         "'--file_system_poll_wait_seconds=0.2', '--noenable_model_warmup']\n"

@@ -10,7 +10,7 @@ The flags are TensorFlow Serving's, with its meanings (plus --model_warmup_shape
 See `video_reloc.serving`.
 """
 
-import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
+import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 from absl import app, flags, logging

@@ -11,7 +11,7 @@ unset take the preset's value (`video_reloc.training.PRESETS`). See `video_reloc
 
 from __future__ import annotations
 
-import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
+import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 from absl import app, flags

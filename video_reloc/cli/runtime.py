@@ -1,7 +1,7 @@
 """TensorFlow runtime settings the binaries make before TensorFlow starts.
 
 TensorFlow reads them from the environment once, when it creates its CPU allocator, so they
-are set (unless the environment already has them) by `video_reloc_bin.startup`, which every
+are set (unless the environment already has them) by `video_reloc.cli.startup`, which every
 binary imports first.
 """
 

@@ -10,7 +10,7 @@ attention map) out. See `video_reloc.training.export_checkpoint`.
 
 from __future__ import annotations
 
-import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
+import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 from absl import app, flags

@@ -3,7 +3,7 @@
 TensorFlow's C++ INFO lines (`cudart_stub`, `cpu_feature_guard`, the oneDNN notice, ...) are
 printed when TensorFlow is imported, and TensorFlow Datasets, TensorFlow and Keras log many INFO
 lines through absl and `tensorflow`'s Python loggers. `quiet_by_default`, which every binary runs
-before anything imports TensorFlow (`import video_reloc_bin.startup`),
+before anything imports TensorFlow (`import video_reloc.cli.startup`),
 
 - keeps `TF_CPP_MIN_LOG_LEVEL` if it is set already, else sets it to 1 (warnings and errors),
   or to the level that `--verbosity`/`-v` asks for (0 for INFO or more, 1 for -1, 2 for -2);
@@ -32,7 +32,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, MutableMapping, Sequence
 
-OWN_PACKAGES = ("video_reloc", "video_reloc_bin", "tfds_activitynet_reloc")
+OWN_PACKAGES = ("video_reloc", "tfds_activitynet_reloc")
 """Packages whose INFO lines (our progress output) always show."""
 QUIET_TF_CPP_MIN_LOG_LEVEL = "1"
 """TensorFlow's C++ log level by default: warnings and errors (0 is INFO, 2 errors only)."""

@@ -9,7 +9,7 @@ The JSON is `{"0.1": ..., ..., "0.9": ..., "mean": ...}` in percent, `mean` over
 
 from __future__ import annotations
 
-import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
+import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 from absl import app, flags

@@ -4,7 +4,7 @@
 - quiet logs by default (see `logs`); this imports TensorFlow.
 """
 
-from video_reloc_bin import logs, runtime
+from video_reloc.cli import logs, runtime
 
 runtime.use_bfc_cpu_allocator_by_default()
 logs.quiet_by_default()

@@ -6,7 +6,7 @@
         --reference=sub_activitynet_v1-3.c3d.hdf5:VIDEO_B --top_k=5
 """
 
-import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
+import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 import json

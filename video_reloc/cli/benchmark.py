@@ -8,7 +8,7 @@ accuracy) and prints the tables. See `video_reloc.benchmark`.
 
 from __future__ import annotations
 
-import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
+import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
 import dataclasses
