@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from video_reloc import build_model
-from video_reloc.cli import runtime
+from video_reloc.cli import startup
 from video_reloc.decode import decode_segments
 from video_reloc.losses import localization_loss
 
@@ -163,10 +163,10 @@ def main():
         "median ratio",
     )
     args = parser.parse_args()
-    allocator = os.environ.get(runtime.CPU_ALLOCATOR_ENV)
+    allocator = os.environ.get(startup.CPU_ALLOCATOR_ENV)
     print(
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, XLA: {args.jit}, "
-        f"{runtime.CPU_ALLOCATOR_ENV}={allocator}"
+        f"{startup.CPU_ALLOCATOR_ENV}={allocator}"
     )
     timers = {"video_reloc": _timers(build_model(DIM, seed=0), args.jit, staged=args.jit)}
     if args.reference:

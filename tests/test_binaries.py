@@ -1,7 +1,6 @@
 """End-to-end tests through the binaries: train, evaluate, export, --helpfull, SIGKILL resume."""
 
 import json
-import logging
 import os
 import pathlib
 import re
@@ -245,7 +244,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
     assert evaluation.checkpoint_candidates(model_dir)[0].endswith("ckpt-40")
 
 
-# Quiet logs (video_reloc.cli.logs): libraries' INFO lines go, warnings, errors and ours stay.
+# Quiet start-up (video_reloc.cli.startup): no INFO line of TensorFlow's C++ side.
 
 NATIVE_INFO = re.compile(r"^I\d{4} [\d:.]+\s+\d+ \S+:\d+\] ", re.MULTILINE)
 LIBRARY_INFO = re.compile(
@@ -259,78 +258,6 @@ def _quiet_env():
     env = dict(os.environ)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return env
-
-
-@pytest.mark.parametrize(
-    "argv, expected",
-    [
-        ([], None),
-        (["--verbosity=1"], 1),
-        (["-v", "0"], 0),
-        (["--v=-2"], -2),
-        (["-verbosity", "-1"], -1),
-        (["--verbosity=1", "--model_dir=x", "-v=-1"], -1),
-        (["--", "-v=1"], None),
-        (["--vv=1", "--verbose=1"], None),
-        (["-v=x"], None),
-    ],
-)
-def test_verbosity_from_argv(argv, expected):
-    from video_reloc.cli import logs
-
-    assert logs.verbosity_from_argv(["prog", *argv]) == expected
-
-
-def test_tf_cpp_min_log_level_respects_the_user():
-    from video_reloc.cli import logs
-
-    environ = {}
-    assert logs.set_tf_cpp_min_log_level(["prog"], environ) == 1
-    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "1"}
-    environ = {"TF_CPP_MIN_LOG_LEVEL": "0"}
-    assert logs.set_tf_cpp_min_log_level(["prog", "-v", "-2"], environ) == 0  # already set
-    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "0"}
-    for verbosity, level in [(1, 0), (0, 0), (-1, 1), (-2, 2), (-5, 3)]:
-        environ = {}
-        assert logs.set_tf_cpp_min_log_level(["prog", f"--verbosity={verbosity}"], environ) == level
-
-
-def test_filter_native_log():
-    from video_reloc.cli import logs
-
-    text = (
-        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
-        "I0000 00:00:1795646577.268898   24627 cudart_stub.cc:31] Could not find cuda drivers\n"
-        "I0000 00:00:1795646577.319638   24627 cpu_feature_guard.cc:227] This TensorFlow binary\n"
-        "To enable the following instructions: AVX2 FMA, in other operations, rebuild\n"
-        "W0000 00:00:1795646577.5   24627 some_op.cc:12] a warning\n"
-        "a line of its own\n"
-        "E0000 00:00:1795646579.624621   24627 cuda_platform.cc:52] failed call to cuInit\n"
-    )
-    lines = text.splitlines(keepends=True)
-    assert logs.filter_native_log(text, 0) == text
-    assert logs.filter_native_log(text, 1) == "".join(lines[4:])
-    assert logs.filter_native_log(text, 2) == lines[6]
-    assert logs.filter_native_log("plain text\n", 3) == "plain text\n"
-
-
-def test_library_info_filter_keeps_ours_warnings_and_verbose():
-    from video_reloc.cli import logs
-
-    ours = str(REPO_ROOT / "video_reloc" / "training.py")
-    theirs = str(pathlib.Path(tf.__file__).parent / "python" / "saved_model" / "builder_impl.py")
-
-    def record(level, path):
-        return logging.LogRecord("absl", level, path, 1, "message", None, None)
-
-    quiet = logs.LibraryInfoFilter()
-    assert quiet.filter(record(logging.INFO, ours))
-    assert quiet.filter(record(logging.INFO, str(REPO_ROOT / "video_reloc" / "cli" / "serve.py")))
-    assert not quiet.filter(record(logging.INFO, theirs))
-    assert not quiet.filter(record(logging.DEBUG, theirs))
-    assert quiet.filter(record(logging.WARNING, theirs))
-    assert quiet.filter(record(logging.ERROR, theirs))
-    assert logs.LibraryInfoFilter(verbose=True).filter(record(logging.INFO, theirs))
 
 
 def _helpfull_stderr(*flags, env=None):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 import tempfile
 import time
@@ -27,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from absl import logging
 
 from video_reloc import evaluation, training
 from video_reloc.baselines import (
@@ -44,6 +44,8 @@ from video_reloc.metrics import (
     format_table,
     temporal_iou,
 )
+
+logger = logging.getLogger(__name__)
 
 OURS = "Ours"
 FRAME_LEVEL_NORMALIZED = "Frame-level baseline (normalized)"
@@ -197,7 +199,7 @@ def video_level_trainer(config: BenchmarkConfig) -> Callable[[int, Examples], Se
         if losses:
             head = float(np.mean(losses[:10]))
             tail = float(np.mean(losses[-10:]))
-            logging.info(
+            logger.info(
                 "Video-level baseline, seed %d: triplet loss %.4f -> %.4f", seed, head, tail
             )
         return baseline
@@ -293,7 +295,7 @@ def run_benchmark(
         started = time.perf_counter()
         results[name] = summarize([evaluate_seed(seed) for seed in (seeds if seeded else [0])])
         seconds[name] = time.perf_counter() - started
-        logging.info("%s: mean %.2f (%.0f s)", name, results[name]["mean"], seconds[name])
+        logger.info("%s: mean %.2f (%.0f s)", name, results[name]["mean"], seconds[name])
 
     if "Chance" in wanted:
         chance = ChanceBaseline(seed=config.chance_seed)
@@ -370,7 +372,7 @@ def model_trainer(config: BenchmarkConfig) -> ModelTrainer:
             **config.model_overrides,
         )
         result = training.train(train_config, {"train": train, "validation": validation})
-        logging.info(
+        logger.info(
             "Trained %s, seed %d: step %d, best validation step %d.",
             ablation,
             seed,

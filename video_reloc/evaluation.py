@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from video_reloc import data
 from video_reloc.baselines.chance import ChanceBaseline
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.metrics import PAPER_TABLE1, accuracy_at_thresholds, format_table, temporal_iou
 from video_reloc.model import VideoRelocModel, build_model
+
+logger = logging.getLogger(__name__)
 
 MODEL_CONFIG_FILE = "model_config.json"  # in a model dir: what `build_model` needs
 TRAIN_CONFIG_FILE = "train_config.json"  # in a model dir: the training configuration
@@ -217,7 +219,7 @@ def checkpoint_candidates(directory: str | pathlib.Path) -> list[str]:
     try:
         state = tf.train.get_checkpoint_state(str(directory))
     except (tf.errors.OpError, ValueError) as e:  # a corrupt state file
-        logging.warning("Cannot read the checkpoint state of %s: %s", directory, e)
+        logger.warning("Cannot read the checkpoint state of %s: %s", directory, e)
         state = None
     if state is not None:
         prefixes.update(
@@ -246,7 +248,7 @@ def restore_first_good(checkpoint: tf.train.Checkpoint, prefixes: Sequence[str])
             checkpoint.read(prefix).assert_existing_objects_matched().expect_partial()
         except Exception as e:  # noqa: BLE001  (any failure to read means a bad checkpoint)
             later = prefixes[n + 1] if n + 1 < len(prefixes) else None
-            logging.warning(
+            logger.warning(
                 "Checkpoint %s is partial or corrupt (%s: %s); %s.",
                 prefix,
                 type(e).__name__,
@@ -395,7 +397,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     data_dir = config.data_dir or recorded.get("data_dir")
     examples = data.load_split(config.split, dataset, data_dir, config.manual_dir)
     predict_fn, what = load_predict_fn(config.model)
-    logging.info("Evaluating %s on %s %s (%d pairs).", what, dataset, config.split, len(examples))
+    logger.info("Evaluating %s on %s %s (%d pairs).", what, dataset, config.split, len(examples))
     predictions = predict(predict_fn, examples, config.batch_size)
     results = accuracy_at_thresholds(predictions.iou)
     chance = chance_results(examples)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import pathlib
@@ -44,13 +45,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 import tqdm
-from absl import logging
 
 from video_reloc import data, evaluation, visualize
 from video_reloc.export import export_saved_model
 from video_reloc.losses import localization_loss_sum
 from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
 from video_reloc.model import ABLATIONS, VideoRelocModel, build_model
+
+logger = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 MODEL_FIELDS = (
@@ -383,7 +385,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
     model_dir = pathlib.Path(config.model_dir)
     write_dir = _worker_dir(strategy, model_dir)
     write_dir.mkdir(parents=True, exist_ok=True)
-    logging.info(
+    logger.info(
         "Strategy %s with %d replica(s).", type(strategy).__name__, strategy.num_replicas_in_sync
     )
 
@@ -418,7 +420,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
                 f"No readable checkpoint in {model_dir} ({candidates}); move the folder away "
                 "to start afresh."
             )
-        logging.info("Resumed from checkpoint %s at step %d.", restored, int(step.numpy()))
+        logger.info("Resumed from checkpoint %s at step %d.", restored, int(step.numpy()))
     start_step = int(step.numpy())
     manager = tf.train.CheckpointManager(
         checkpoint, str(write_dir), max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt"
@@ -479,7 +481,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
                 evaluation.write_results(
                     model_dir / "results" / "validation.json", {**results, "step": n}
                 )
-        logging.info(
+        logger.info(
             "Step %d validation: mean %.1f (tIoU 0.5 %.1f)%s.",
             n,
             results["mean"],
@@ -527,7 +529,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
         bar.close()
         train_writer.flush()
         validation_writer.flush()
-        logging.info(
+        logger.info(
             "Traced the training step %d time(s).", train_step.experimental_get_tracing_count()
         )
     else:
@@ -555,7 +557,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
         if path.exists():
             result.validation = json.loads(path.read_text())
     else:
-        logging.warning("No best model in %s; using the last weights.", model_dir / "best")
+        logger.warning("No best model in %s; using the last weights.", model_dir / "best")
         best.set_weights(model.get_weights())
     result.model = best
 
@@ -587,11 +589,11 @@ def _export_once(model: VideoRelocModel, model_dir: pathlib.Path, best_step: int
     if record.exists():
         done = json.loads(record.read_text())
         if done.get("best_step") == best_step and evaluation.is_saved_model(done.get("path", "")):
-            logging.info("The best model (step %d) is exported already: %s", best_step, done)
+            logger.info("The best model (step %d) is exported already: %s", best_step, done)
             return pathlib.Path(done["path"])
     path = export_saved_model(model, model_dir / "export")
     evaluation.write_results(record, {"best_step": best_step, "path": str(path)})
-    logging.info("Exported the best model (step %d) to %s.", best_step, path)
+    logger.info("Exported the best model (step %d) to %s.", best_step, path)
     print(f"SavedModel: {path}", flush=True)
     return path
 

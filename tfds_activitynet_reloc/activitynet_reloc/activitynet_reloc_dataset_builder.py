@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import logging
 import pathlib
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,7 +20,6 @@ from typing import Any
 import h5py
 import numpy as np
 import tensorflow_datasets as tfds
-from absl import logging
 
 if importlib.util.find_spec("tfds_activitynet_reloc") is None:
     # `tfds build tfds_activitynet_reloc/activitynet_reloc` imports this folder as a
@@ -37,6 +37,8 @@ from tfds_activitynet_reloc.reorganize import (  # noqa: E402
 )
 
 from . import simulated_c3d, synthetic  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 ANNOTATIONS_FILE = "activity_net.v1-3.min.json"
 LENGTHS_FILE = "length.json"
@@ -207,7 +209,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         missing = _check_features(h5_path, needed, lengths, cfg)
         if missing:
             n_seg = sum(s["id"] in missing for segs in segments.values() for s in segs)
-            logging.warning(
+            logger.warning(
                 "%d of %d videos are not in %s; their %d segments are skipped: %s",
                 len(missing),
                 len(needed),
@@ -319,7 +321,7 @@ def _plan(
     else:
         pairs, skipped = draw_pairs(segments, seed=cfg.pair_seed)
         if skipped:
-            logging.warning(
+            logger.warning(
                 "%s: %d queries have no other segment of their class with a long enough "
                 "reference window; skipped: %s",
                 split,

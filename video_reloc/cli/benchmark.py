@@ -8,14 +8,12 @@ accuracy) and prints the tables. See `video_reloc.benchmark`.
 
 from __future__ import annotations
 
-import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
-
-# isort: split
 import dataclasses
 
 from absl import app, flags
 
 from video_reloc.benchmark import TABLE1_ROWS, TABLE2_ROWS, BenchmarkConfig, run_benchmark
+from video_reloc.cli import runner
 from video_reloc.data import DEFAULT_DATASET
 from video_reloc.training import TrainConfig
 
@@ -94,7 +92,7 @@ def main(argv: list[str]) -> None:
 
 def run() -> None:
     """Console-script entry point (`video-reloc-benchmark`)."""
-    app.run(main)
+    runner.run(main, __name__)
 
 
 if __name__ == "__main__":

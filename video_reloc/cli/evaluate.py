@@ -9,12 +9,10 @@ The JSON is `{"0.1": ..., ..., "0.9": ..., "mean": ...}` in percent, `mean` over
 
 from __future__ import annotations
 
-import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
-
-# isort: split
 from absl import app, flags
 
 from video_reloc import evaluation
+from video_reloc.cli import runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -64,7 +62,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    """The console script `video-reloc-evaluate`."""
+    runner.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,10 @@ attention map) out. See `video_reloc.training.export_checkpoint`.
 
 from __future__ import annotations
 
-import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
-
-# isort: split
 from absl import app, flags
 
 from video_reloc import training
+from video_reloc.cli import runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -40,7 +38,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    """The console script `video-reloc-export`."""
+    runner.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Finds a query in a reference of any length with an exported model; prints JSON segments.
+r"""Finds a query in a reference of any length with an exported model; prints JSON segments.
 
     video-reloc-relocalize --model=/models/reloc --query=query.npy --reference=video.npy
     video-reloc-relocalize --model=/models/reloc \
@@ -6,14 +6,12 @@
         --reference=sub_activitynet_v1-3.c3d.hdf5:VIDEO_B --top_k=5
 """
 
-import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
-
-# isort: split
 import json
 
-from absl import app, flags
+from absl import flags
 
 from video_reloc import relocalize
+from video_reloc.cli import runner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "SavedModel base or version folder.", required=True)
@@ -53,8 +51,9 @@ def main(argv):
     print(json.dumps([segment.to_dict() for segment in segments], indent=2))
 
 
-def run():
-    app.run(main)
+def run() -> None:
+    """The console script `video-reloc-relocalize`."""
+    runner.run(main, __name__)
 
 
 if __name__ == "__main__":

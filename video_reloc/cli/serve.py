@@ -10,12 +10,10 @@ The flags are TensorFlow Serving's, with its meanings (plus --model_warmup_shape
 See `video_reloc.serving`.
 """
 
-import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
-
-# isort: split
-from absl import app, flags, logging
+from absl import app, flags
 
 from video_reloc import serving
+from video_reloc.cli import runner
 from video_reloc.warmup import WarmupShape
 
 FLAGS = flags.FLAGS
@@ -117,8 +115,6 @@ flags.mark_flags_as_mutual_exclusive(["model_base_path", "model_config_file"], r
 
 def main(argv):
     del argv
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.INFO)  # the load and warm-up progress
     try:
         shapes = (
             None
@@ -156,8 +152,9 @@ def main(argv):
         raise app.UsageError(str(error)) from None
 
 
-def run():
-    app.run(main)
+def run() -> None:
+    """The console script `video-reloc-serve`."""
+    runner.run(main, __name__)
 
 
 if __name__ == "__main__":

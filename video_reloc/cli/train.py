@@ -11,12 +11,10 @@ unset take the preset's value (`video_reloc.training.PRESETS`). See `video_reloc
 
 from __future__ import annotations
 
-import video_reloc.cli.startup  # noqa: F401 - first: TensorFlow reads its settings at start
-
-# isort: split
 from absl import app, flags
 
 from video_reloc import training
+from video_reloc.cli import runner
 from video_reloc.model import ABLATIONS
 
 FLAGS = flags.FLAGS
@@ -166,7 +164,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    """The console script `video-reloc-train`."""
+    runner.run(main, __name__)
 
 
 if __name__ == "__main__":

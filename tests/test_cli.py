@@ -1,0 +1,214 @@
+"""The binaries' faces: `--help`, one-line user errors, and what TensorFlow's start-up needs.
+
+Each binary runs its cases in one process through its own `run()` (the console script's entry
+point, with `sys.argv[0]` its name), so that TensorFlow starts once per binary.
+"""
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+VERBS = ("train", "evaluate", "export", "serve", "relocalize", "benchmark")
+NATIVE_INFO = re.compile(r"^I\d{4} [\d:.]+\s+\d+ \S+:\d+\] ", re.MULTILINE)
+
+# Runs `video_reloc.cli.VERB.run()` once per command line of argv[2] (JSON); prints the exit
+# code, standard output and standard error of each as JSON.
+DRIVER = textwrap.dedent(
+    """
+    import contextlib, importlib, io, json, sys
+    from absl import flags
+
+    verb, cases = sys.argv[1], json.loads(sys.argv[2])
+    binary = importlib.import_module(f"video_reloc.cli.{verb}")
+    outcomes = []
+    for args in cases:
+        flags.FLAGS.unparse_flags()
+        sys.argv = [f"video-reloc-{verb}", *args]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                binary.run()
+                code = 0
+            except SystemExit as exit:
+                code = exit.code
+        outcomes.append({"code": code, "stdout": out.getvalue(), "stderr": err.getvalue()})
+    print("OUTCOMES" + json.dumps(outcomes))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    np.save(root / "query.npy", np.zeros((20, 4), np.float32))
+    np.save(root / "reference.npy", np.zeros((50, 4), np.float32))
+    (root / "text.npy").write_text("not an array\n")
+    (root / "a_file").write_text("")
+    return root
+
+
+def cases(files):
+    """verb -> [(arguments, what the one error line must say)]; `None`: `--help`."""
+    missing = files / "missing"
+    relocalize = [f"--model={missing}", f"--reference={files / 'reference.npy'}"]
+    query = f"--query={files / 'query.npy'}"
+    return {
+        "relocalize": [
+            (None, ["--query", "--reference", "--query_range", "--top_k", "--fps"]),
+            (
+                [f"--query={files / 'query.npy'}"],
+                "Flag --model must have a value .*Flag --reference must",
+            ),
+            ([*relocalize, query, "--top_k=x"], "flag --top_k=x: invalid literal"),
+            ([*relocalize, query, "positional"], r"unexpected arguments \['positional'\]"),
+        ],
+        "evaluate": [
+            (None, ["--model", "--split", "--dataset", "--data_dir", "--output", "--batch_size"]),
+        ],
+        "train": [
+            (
+                None,
+                [
+                    "--model_dir",
+                    "--preset",
+                    "--dataset",
+                    "--train_steps",
+                    "--batch_size",
+                    "--seed",
+                    "--strategy",
+                    "--ablation",
+                    "--units",
+                    "--bilinear_rank",
+                    "--encoder_keep_prob",
+                    "--matching_keep_prob",
+                    "--eval_every",
+                    "--checkpoint_every",
+                ],
+            ),
+            ([f"--model_dir={missing}", "--ablation=tiny"], "flag --ablation=tiny: value should"),
+        ],
+        "export": [
+            (None, ["--checkpoint", "--export_dir", "--version"]),
+        ],
+        "serve": [
+            (None, ["--model_base_path", "--model_config_file", "--rest_api_port", "--port"]),
+            (
+                [f"--model_base_path={missing}", "--model_warmup_shapes=3y"],
+                "--model_warmup_shapes: ",
+            ),
+        ],
+        "benchmark": [
+            (None, ["--dataset", "--output_dir", "--seeds", "--rows"]),
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def outcomes(files):
+    """verb -> one outcome per case; the binaries run at once, one process each."""
+    env = {**os.environ}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    processes = {
+        verb: subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                DRIVER,
+                verb,
+                json.dumps([["--help"] if args is None else args for args, _ in verb_cases]),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        for verb, verb_cases in cases(files).items()
+    }
+    found = {}
+    for verb, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        found[verb] = json.loads(stdout.split("OUTCOMES", 1)[1]), stderr
+    return found
+
+
+def test_every_binary_is_tested():
+    assert set(cases(pathlib.Path("x"))) == set(VERBS)
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_shows_the_purpose_an_example_and_the_binarys_flags(verb, files, outcomes):
+    (args, flag_names), outcome = cases(files)[verb][0], outcomes[verb][0][0]
+    assert args is None and outcome["code"] == 1  # absl's --help exits with 1
+    text = outcome["stdout"]
+    module = __import__("importlib").util.find_spec(f"video_reloc.cli.{verb}")
+    doc = pathlib.Path(module.origin).read_text().split('"""')[1]
+    assert doc.splitlines()[0] in text  # the purpose
+    assert f"video-reloc-{verb} --" in text  # an example
+    flags_section = text.split("\nflags:\n", 1)[1]
+    for name in flag_names:
+        assert re.search(rf"^  {re.escape(name)}: \S", flags_section, re.MULTILINE), name
+    assert "--verbosity" not in flags_section  # absl's own flags stay in --helpfull
+
+
+def _error_cases():
+    return [
+        (verb, index)
+        for verb, verb_cases in cases(pathlib.Path("x")).items()
+        for index, (args, _) in enumerate(verb_cases)
+        if args is not None
+    ]
+
+
+@pytest.mark.parametrize("verb, index", _error_cases())
+def test_a_user_error_is_one_line_naming_what_is_at_fault(verb, index, files, outcomes):
+    args, expected = cases(files)[verb][index]
+    outcome = outcomes[verb][0][index]
+    assert outcome["code"] == 1, (args, outcome)
+    lines = outcome["stderr"].splitlines()
+    assert len(lines) == 1, (args, outcome["stderr"])
+    assert lines[0].startswith(f"video-reloc-{verb}: error: ")
+    assert re.search(expected, lines[0]), (expected, lines[0])
+    assert outcome["stdout"] == ""
+
+
+def test_the_binaries_start_quietly(outcomes):
+    """No INFO line of TensorFlow's C++ side, nor absl's banner, when a binary starts."""
+    for verb, (_, stderr) in outcomes.items():
+        assert not NATIVE_INFO.search(stderr), (verb, stderr[-3000:])
+        assert "absl::InitializeLog()" not in stderr, (verb, stderr[-3000:])
+        assert "oneDNN custom operations" not in stderr
+
+
+# TensorFlow's start-up (video_reloc.cli.startup).
+
+
+def test_filter_native_log():
+    from video_reloc.cli import startup
+
+    text = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1795646577.319638   24627 cpu_feature_guard.cc:227] This TensorFlow binary\n"
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild\n"
+        "W0000 00:00:1795646577.5   24627 some_op.cc:12] a warning\n"
+        "a line of its own\n"
+        "E0000 00:00:1795646579.624621   24627 cuda_platform.cc:52] failed call to cuInit\n"
+    )
+    lines = text.splitlines(keepends=True)
+    assert startup.filter_native_log(text, 0) == text
+    assert startup.filter_native_log(text, 1) == "".join(lines[3:])
+    assert startup.filter_native_log(text, 2) == lines[5]
+    assert startup.filter_native_log("plain text\n", 3) == "plain text\n"
+    # Without CUDA drivers, the failed initialization of CUDA is no news.
+    no_driver = "I0000 00:00:1.2   24627 cudart_stub.cc:31] Could not find cuda drivers\n"
+    assert startup.filter_native_log(no_driver + text, 1) == "".join(lines[3:5])
+    assert startup.filter_native_log(no_driver + text, 0) == no_driver + text
