@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import h5py
 import numpy as np
 import pytest
 
@@ -52,17 +53,48 @@ def files(tmp_path_factory):
     np.save(root / "reference.npy", np.zeros((50, 4), np.float32))
     (root / "text.npy").write_text("not an array\n")
     (root / "a_file").write_text("")
+    with h5py.File(root / "features.hdf5", "w") as h5:
+        h5.create_dataset("v_video/c3d_features", data=np.zeros((40, 4), np.float32))
     return root
 
 
 def cases(files):
-    """verb -> [(arguments, what the one error line must say)]; `None`: `--help`."""
+    """verb -> [(arguments, what the one error line must say)]; `None`: `--help`.
+
+    The user errors of the binaries' command lines, each a traceback or a silent wrong answer
+    before: every one must give one line naming the flag, file or field at fault.
+    """
     missing = files / "missing"
     relocalize = [f"--model={missing}", f"--reference={files / 'reference.npy'}"]
     query = f"--query={files / 'query.npy'}"
     return {
         "relocalize": [
             (None, ["--query", "--reference", "--query_range", "--top_k", "--fps"]),
+            ([*relocalize, f"--query={files / 'nope.npy'}"], "--query: .*nope.npy: no such file"),
+            ([*relocalize, query, "--top_k=0"], "--top_k: must be at least 1, got 0"),
+            ([*relocalize, query, "--top_k=-1"], "--top_k: must be at least 1, got -1"),
+            (
+                [*relocalize, query, "--query_range=0:1000"],
+                r"--query_range: 0:1000 is not within the 20 features",
+            ),
+            ([*relocalize, query, "--query_range=10:5"], "--query_range: 10:5: expected 0 <= ST"),
+            ([*relocalize, query, "--query_range=a:b"], "--query_range: expected START:END"),
+            ([*relocalize, query, "--fps=0"], "--fps: must be positive, got 0"),
+            ([*relocalize, query, "--batch_size=0"], "--batch_size: must be at least 1, got 0"),
+            ([*relocalize, query, "--stride=0"], r"--stride: must be within 1..--window"),
+            (
+                [*relocalize, f"--query={files / 'text.npy'}"],
+                r"--query: .*text.npy: not a NumPy array file \(.npy\)",
+            ),
+            (
+                [*relocalize, query, f"--reference={files / 'features.hdf5'}:v_nope"],
+                "--reference: .*features.hdf5: no group 'v_nope'",
+            ),
+            ([*relocalize, query], f"--model: {missing}: no such file or folder"),
+            (
+                [f"--model={files}", f"--reference={files / 'reference.npy'}", query],
+                "--model: no SavedModel in .* nor in a version folder of it",
+            ),
             (
                 [f"--query={files / 'query.npy'}"],
                 "Flag --model must have a value .*Flag --reference must",
@@ -72,6 +104,8 @@ def cases(files):
         ],
         "evaluate": [
             (None, ["--model", "--split", "--dataset", "--data_dir", "--output", "--batch_size"]),
+            ([f"--model={missing}"], f"--model: {missing}: no such file or folder"),
+            ([f"--model={files}"], "--model: .*no SavedModel, version folder, checkpoint or mod"),
         ],
         "train": [
             (
@@ -93,10 +127,14 @@ def cases(files):
                     "--checkpoint_every",
                 ],
             ),
+            ([f"--model_dir={files / 'a_file'}"], "--model_dir: .*a_file is a file, not a folder"),
+            ([f"--model_dir={missing}", "--train_steps=0"], "--train_steps: must be at least 1"),
             ([f"--model_dir={missing}", "--ablation=tiny"], "flag --ablation=tiny: value should"),
         ],
         "export": [
             (None, ["--checkpoint", "--export_dir", "--version"]),
+            ([f"--checkpoint={missing}/ckpt-5"], "--checkpoint: .*ckpt-5: no such checkpoint"),
+            ([f"--checkpoint={files}"], "--checkpoint: .*not a checkpoint of video-reloc-train"),
         ],
         "serve": [
             (None, ["--model_base_path", "--model_config_file", "--rest_api_port", "--port"]),
@@ -212,3 +250,23 @@ def test_filter_native_log():
     no_driver = "I0000 00:00:1.2   24627 cudart_stub.cc:31] Could not find cuda drivers\n"
     assert startup.filter_native_log(no_driver + text, 1) == "".join(lines[3:5])
     assert startup.filter_native_log(no_driver + text, 0) == no_driver + text
+
+
+def test_verbosity_1_shows_the_traceback_too(files):
+    """The one line stays last; `--verbosity=1` adds the traceback above it."""
+    arguments = [f"--model={files}", f"--query={files / 'query.npy'}", "--top_k=0"]
+    cases = [[*arguments, f"--reference={files / 'reference.npy'}", "--verbosity=1"]]
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, "relocalize", json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (outcome,) = json.loads(proc.stdout.split("OUTCOMES", 1)[1])
+    assert outcome["code"] == 1
+    assert "Traceback (most recent call last)" in outcome["stderr"]
+    assert "UserError" in outcome["stderr"]
+    last = outcome["stderr"].splitlines()[-1]
+    assert last == "video-reloc-relocalize: error: --top_k: must be at least 1, got 0"

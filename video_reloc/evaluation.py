@@ -22,6 +22,7 @@ import tensorflow as tf
 from video_reloc import data
 from video_reloc.baselines.chance import ChanceBaseline
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
+from video_reloc.errors import UserError
 from video_reloc.metrics import PAPER_TABLE1, accuracy_at_thresholds, format_table, temporal_iou
 from video_reloc.model import VideoRelocModel, build_model
 
@@ -273,30 +274,40 @@ def model_from_config(model_config: Mapping[str, Any]) -> VideoRelocModel:
     )
 
 
-def load_checkpoint_model(path: str | pathlib.Path) -> tuple[VideoRelocModel, str]:
+def load_checkpoint_model(
+    path: str | pathlib.Path, field: str = "checkpoint"
+) -> tuple[VideoRelocModel, str]:
     """A model restored from a checkpoint of training.
 
     Args:
         path: A checkpoint prefix (`MODEL_DIR/ckpt-300`, `MODEL_DIR/best/ckpt-200`), or a
             folder of checkpoints (`MODEL_DIR`: its latest good one; `MODEL_DIR/best`).
             `model_config.json` is looked up in the folders above it.
+        field: The argument `path` came from, named in errors.
 
     Returns:
         `(model, prefix)`: the restored model and the checkpoint prefix read.
+
+    Raises:
+        UserError: `path` is not a checkpoint of a model dir, or none of its checkpoints reads.
     """
     path = pathlib.Path(path)
+    if not (path.exists() or path.with_name(f"{path.name}.index").exists()):
+        raise UserError(f"{path}: no such checkpoint, file or folder", field=field)
     model_dir = find_model_dir(path if path.is_dir() else path.parent)
     if model_dir is None:
-        raise FileNotFoundError(
-            f"No {MODEL_CONFIG_FILE} in or above {path}: not a checkpoint of video-reloc-train."
+        raise UserError(
+            f"{path}: not a checkpoint of video-reloc-train (no {MODEL_CONFIG_FILE} in or "
+            "above it)",
+            field=field,
         )
-    model = model_from_config(read_model_config(model_dir))
     prefixes = checkpoint_candidates(path) if path.is_dir() else [str(path)]
     if not prefixes:
-        raise FileNotFoundError(f"No checkpoint in {path}.")
+        raise UserError(f"{path}: no checkpoint in this folder", field=field)
+    model = model_from_config(read_model_config(model_dir))
     restored = restore_first_good(tf.train.Checkpoint(model=model), prefixes)
     if restored is None:
-        raise ValueError(f"No readable checkpoint among {prefixes}.")
+        raise UserError(f"{path}: no readable checkpoint among {prefixes}", field=field)
     return model, restored
 
 
@@ -310,6 +321,8 @@ def load_predict_fn(path: str | pathlib.Path) -> tuple[BatchPredictFn, str]:
         `(predict_fn, description)` where the description names what was loaded.
     """
     path = pathlib.Path(path)
+    if not (path.exists() or path.with_name(f"{path.name}.index").exists()):
+        raise UserError(f"{path}: no such file or folder", field="model")
     if is_saved_model(path):
         return saved_model_predict_fn(path), f"SavedModel {path}"
     latest = latest_saved_model(path) if path.is_dir() else None
@@ -319,7 +332,11 @@ def load_predict_fn(path: str | pathlib.Path) -> tuple[BatchPredictFn, str]:
             path = path / "best"
     if latest is not None:
         return saved_model_predict_fn(latest), f"SavedModel {latest}"
-    model, prefix = load_checkpoint_model(path)
+    if path.is_dir() and not checkpoint_candidates(path) and find_model_dir(path) is None:
+        raise UserError(
+            f"{path}: no SavedModel, version folder, checkpoint or model dir here", field="model"
+        )
+    model, prefix = load_checkpoint_model(path, field="model")
     return keras_predict_fn(model), f"checkpoint {prefix}"
 
 
@@ -390,13 +407,18 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
 
     Returns:
         An `EvaluationResult`.
+
+    Raises:
+        UserError: A `model` that holds no model, or a batch size below 1.
     """
+    if config.batch_size < 1:
+        raise UserError(f"must be at least 1, got {config.batch_size}", field="batch_size")
+    predict_fn, what = load_predict_fn(config.model)  # a wrong --model fails before the data
     model_dir = find_model_dir(config.model)
     recorded = read_train_config(model_dir) if model_dir is not None else {}
     dataset = config.dataset or recorded.get("dataset") or data.DEFAULT_DATASET
     data_dir = config.data_dir or recorded.get("data_dir")
     examples = data.load_split(config.split, dataset, data_dir, config.manual_dir)
-    predict_fn, what = load_predict_fn(config.model)
     logger.info("Evaluating %s on %s %s (%d pairs).", what, dataset, config.split, len(examples))
     predictions = predict(predict_fn, examples, config.batch_size)
     results = accuracy_at_thresholds(predictions.iou)

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from video_reloc.decode import MAX_SEGMENT_LENGTH, segment_scores
+from video_reloc.errors import UserError
 
 WINDOW = 300  # the training references' longest length, in features
 FRAMES_PER_FEATURE = 16  # C3D: 16 frames per feature after keeping every other HDF5 row
@@ -307,7 +308,10 @@ def load_features(
     elif text.lower().endswith(HDF5_SUFFIXES):
         raise ValueError(f"{text}: name the video, as in {text}:VIDEO_ID")
     else:
-        features = np.load(text, allow_pickle=False)
+        try:
+            features = np.load(text, allow_pickle=False)
+        except (ValueError, OSError) as e:  # pickled data, text, a truncated file
+            raise ValueError(f"{text}: not a NumPy array file (.npy): {e}") from None
         default_subsample = 1
     features = np.asarray(features, np.float32)[:: subsample or default_subsample]
     if feature_range is not None:
@@ -366,13 +370,25 @@ def relocalize_files(
 
     Returns:
         Up to `top_k` segments, best first.
+
+    Raises:
+        UserError: An option out of range, or a file, video or model that cannot be read; its
+            `field` names the argument.
     """
+    check_options(top_k, window, stride, nms_threshold, fps, frames_per_feature, batch_size)
+    if subsample is not None and subsample < 1:
+        raise UserError(f"must be at least 1, got {subsample}", field="subsample")
     if isinstance(query_range, str):
-        query_range = parse_feature_range(query_range)
-    query_features = load_features(query, subsample, feature_name, query_range)
-    reference_features = load_features(reference, subsample, feature_name)
+        try:
+            query_range = parse_feature_range(query_range)
+        except ValueError as e:
+            raise UserError(str(e), field="query_range") from None
+    query_features = read_features("query", query, subsample, feature_name)
+    query_features = cut_query(query_features, query_range)
+    reference_features = read_features("reference", reference, subsample, feature_name)
+    predictor = _read_model(model)
     return relocalize(
-        model,
+        predictor,
         query_features,
         reference_features,
         top_k=top_k,
@@ -382,3 +398,86 @@ def relocalize_files(
         seconds_per_feature=frames_per_feature / fps,
         batch_size=batch_size,
     )
+
+
+def check_options(
+    top_k: int,
+    window: int,
+    stride: int,
+    nms_threshold: float,
+    fps: float,
+    frames_per_feature: int,
+    batch_size: int,
+) -> None:
+    """Refuses options of `relocalize_files` out of their range, naming the option.
+
+    Raises:
+        UserError: The first option out of range (its `field` is the option's name).
+    """
+    for name, value in (
+        ("top_k", top_k),
+        ("window", window),
+        ("frames_per_feature", frames_per_feature),
+        ("batch_size", batch_size),
+    ):
+        if value < 1:
+            raise UserError(f"must be at least 1, got {value}", field=name)
+    if not 1 <= stride <= window:
+        raise UserError(f"must be within 1..--window ({window}), got {stride}", field="stride")
+    if not 0.0 <= nms_threshold <= 1.0:
+        raise UserError(f"must be within 0..1, got {nms_threshold}", field="nms_threshold")
+    if not fps > 0:
+        raise UserError(f"must be positive, got {fps:g}", field="fps")
+
+
+def cut_query(
+    features: np.ndarray, feature_range: tuple[int | None, int | None] | None
+) -> np.ndarray:
+    """The rows `feature_range` (`START:END`, end exclusive) of a query video's features.
+
+    Raises:
+        UserError: A range that is empty or not within the video's features.
+    """
+    if feature_range is None:
+        return features
+    steps = len(features)
+    start, end = feature_range
+    start = 0 if start is None else start
+    end = steps if end is None else end
+    text = f"{feature_range[0] if feature_range[0] is not None else ''}:"
+    text += f"{feature_range[1] if feature_range[1] is not None else ''}"
+    if not 0 <= start < end:
+        raise UserError(f"{text}: expected 0 <= START < END", field="query_range")
+    if end > steps:
+        raise UserError(f"{text} is not within the {steps} features of the query", "query_range")
+    return features[start:end]
+
+
+def read_features(
+    field: str, source: str, subsample: int | None, feature_name: str = "c3d_features"
+) -> np.ndarray:
+    """`load_features`, with a file that cannot be read reported as the `field`'s fault.
+
+    Raises:
+        UserError: A missing or unreadable file, video or dataset (`field` names the option).
+    """
+    hdf5_path, _, video = source.rpartition(":")
+    path = hdf5_path if hdf5_path.lower().endswith(HDF5_SUFFIXES) and video else source
+    if not pathlib.Path(path).is_file():
+        raise UserError(f"{path}: no such file", field=field)
+    try:
+        return load_features(source, subsample, feature_name)
+    except KeyError as e:
+        raise UserError(str(e.args[0]), field=field) from None
+    except (ValueError, OSError) as e:
+        raise UserError(str(e), field=field) from None
+
+
+def _read_model(model: str) -> tuple[Predictor, int]:
+    """`load_predictor` of a path, with a path that holds no SavedModel the `model`'s fault."""
+    if not pathlib.Path(model).exists():
+        raise UserError(f"{model}: no such file or folder", field="model")
+    try:
+        return load_predictor(model)
+    except FileNotFoundError as e:
+        raise UserError(str(e), field="model") from None

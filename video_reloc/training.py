@@ -47,6 +47,7 @@ import tensorflow as tf
 import tqdm
 
 from video_reloc import data, evaluation, visualize
+from video_reloc.errors import UserError
 from video_reloc.export import export_saved_model
 from video_reloc.losses import localization_loss_sum
 from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
@@ -134,12 +135,29 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.ablation not in ABLATIONS:
-            raise ValueError(f"ablation must be one of {sorted(ABLATIONS)}, got {self.ablation!r}")
+            raise UserError(
+                f"ablation must be one of {sorted(ABLATIONS)}, got {self.ablation!r}", "ablation"
+            )
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        for name in ("train_steps", "batch_size", "checkpoint_every", "eval_every"):
+            raise UserError(
+                f"strategy must be one of {STRATEGIES}, got {self.strategy!r}", "strategy"
+            )
+        for name in (
+            "train_steps",
+            "batch_size",
+            "checkpoint_every",
+            "eval_every",
+            "eval_batch_size",
+            "summary_every",
+            "bucket_span",
+            "keep_checkpoints",
+            "units",
+            "bilinear_rank",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise UserError(f"must be at least 1, got {getattr(self, name)}", field=name)
+        if pathlib.Path(self.model_dir).is_file():
+            raise UserError(f"{self.model_dir} is a file, not a folder", field="model_dir")
 
 
 # Presets: `paper` is the original release's schedule on ActivityNet (the dataclass defaults);
@@ -169,7 +187,7 @@ def preset_config(preset: str = "synthetic", **overrides: Any) -> TrainConfig:
         The configuration.
     """
     if preset not in PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
+        raise UserError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}", "preset")
     fields = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**fields)
 
