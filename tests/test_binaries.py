@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from video_reloc import data, evaluation
+from video_reloc import checkpoints, data, evaluation
 from video_reloc.metrics import THRESHOLDS
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -71,9 +71,9 @@ def test_train_binary_end_to_end(trained):
     assert results["mean"] == pytest.approx(
         np.mean([results[k] for k in ("0.5", "0.6", "0.7", "0.8", "0.9")])
     )
-    assert evaluation.is_saved_model(model_dir / "export" / "1")
+    assert checkpoints.is_saved_model(model_dir / "export" / "1")
     assert (model_dir / "ckpt-4.index").exists() and list((model_dir / "best").glob("*.index"))
-    recorded = evaluation.read_train_config(model_dir)
+    recorded = checkpoints.read_train_config(model_dir)
     assert recorded["units"] == 8 and recorded["dataset"] == "activitynet_reloc/synthetic"
 
 
@@ -122,9 +122,9 @@ def test_export_binary_matches_the_checkpoint(trained, tmp_path):
         ]
     )
     exported = tmp_path / "models" / "7"
-    assert evaluation.is_saved_model(exported)
+    assert checkpoints.is_saved_model(exported)
     examples = data.load_split("validation", data_dir=data_dir).subset(range(16))
-    model, _ = evaluation.load_checkpoint_model(model_dir / "best")
+    model, _ = checkpoints.load_checkpoint_model(model_dir / "best")
     inputs, _ = data.pad_batch(examples.query, examples.reference, examples.groundtruth)
     outputs = tf.saved_model.load(str(exported)).signatures["serving_default"](
         **{key: tf.constant(value) for key, value in inputs.items()}
@@ -220,7 +220,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
     )
     try:
         deadline = time.monotonic() + 150
-        while not evaluation.checkpoint_candidates(model_dir):
+        while not checkpoints.checkpoint_candidates(model_dir):
             assert first.poll() is None, "training ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint in time"
             time.sleep(0.1)
@@ -241,7 +241,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
     assert step <= max(killed_steps)
     first_run, second_run = _loss_steps(model_dir)
     assert second_run == list(range(step + 1, 41))  # nothing before the checkpoint redone
-    assert evaluation.checkpoint_candidates(model_dir)[0].endswith("ckpt-40")
+    assert checkpoints.checkpoint_candidates(model_dir)[0].endswith("ckpt-40")
 
 
 # Quiet start-up (video_reloc.cli.startup): no INFO line of TensorFlow's C++ side.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from net import free_ports
 
-from video_reloc import data, evaluation, training
+from video_reloc import checkpoints, data, evaluation, training
 from video_reloc.metrics import THRESHOLDS
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
@@ -80,7 +80,7 @@ def test_presets_and_config_checks():
 
 
 def _latest_step(model_dir):
-    return int(evaluation.checkpoint_candidates(model_dir)[0].rsplit("-", 1)[1])
+    return int(checkpoints.checkpoint_candidates(model_dir)[0].rsplit("-", 1)[1])
 
 
 @pytest.mark.slow
@@ -95,11 +95,11 @@ def test_train_resume_fallback_and_export(tmp_path, caplog):
     test = json.loads((model_dir / "results" / "test.json").read_text())
     assert set(test) == {f"{t:g}" for t in THRESHOLDS} | {"mean", "mean_iou"}
     assert test == pytest.approx(first.test)
-    assert evaluation.is_saved_model(first.export_path)
+    assert checkpoints.is_saved_model(first.export_path)
     assert first.export_path.parent == model_dir / "export"
     assert list((model_dir / "train").glob("events.*"))
     assert list((model_dir / "validation").glob("events.*"))
-    recorded = evaluation.read_model_config(model_dir)
+    recorded = checkpoints.read_model_config(model_dir)
     assert recorded["units"] == 8 and recorded["feature_dim"] == DIM
 
     # The same command with more steps resumes where the last checkpoint is.

@@ -21,29 +21,31 @@ import tensorflow as tf
 
 from video_reloc import data
 from video_reloc.baselines.chance import ChanceBaseline
+from video_reloc.checkpoints import (
+    BEST_DIR,
+    EXPORT_DIR,
+    MODEL_CONFIG_FILE,
+    RESULTS_DIR,
+    checkpoint_candidates,
+    find_model_dir,
+    is_saved_model,
+    latest_saved_model,
+    load_checkpoint_model,
+    read_train_config,
+    write_json,
+)
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.errors import UserError
 from video_reloc.metrics import PAPER_TABLE1, accuracy_at_thresholds, format_table, temporal_iou
-from video_reloc.model import VideoRelocModel, build_model
+from video_reloc.model import VideoRelocModel
+from video_reloc.signature import SIGNATURE_NAME, input_signature
 
 logger = logging.getLogger(__name__)
 
-MODEL_CONFIG_FILE = "model_config.json"  # in a model dir: what `build_model` needs
-TRAIN_CONFIG_FILE = "train_config.json"  # in a model dir: the training configuration
 CHANCE_SEED = 0
 
 # inputs (see `data.pad_batch`) -> (start, end, score), each `(B,)`.
 BatchPredictFn = Callable[[Mapping[str, Any]], tuple[Any, Any, Any]]
-
-
-def input_signature(feature_dim: int) -> dict[str, tf.TensorSpec]:
-    """The model's input specs with free batch and time dimensions."""
-    return {
-        "query": tf.TensorSpec((None, None, feature_dim), tf.float32, name="query"),
-        "query_length": tf.TensorSpec((None,), tf.int32, name="query_length"),
-        "reference": tf.TensorSpec((None, None, feature_dim), tf.float32, name="reference"),
-        "reference_length": tf.TensorSpec((None,), tf.int32, name="reference_length"),
-    }
 
 
 def model_feature_dim(model: VideoRelocModel) -> int:
@@ -67,7 +69,7 @@ def keras_predict_fn(
 def saved_model_predict_fn(path: str | pathlib.Path) -> BatchPredictFn:
     """The `serving_default` signature of a SavedModel as a `BatchPredictFn`."""
     loaded = tf.saved_model.load(str(path))
-    serve = loaded.signatures["serving_default"]
+    serve = loaded.signatures[SIGNATURE_NAME]
 
     def predict(inputs):
         outputs = serve(**{key: tf.convert_to_tensor(value) for key, value in inputs.items()})
@@ -141,16 +143,6 @@ def chance_results(examples: data.Examples, seed: int = CHANCE_SEED) -> dict[str
     return accuracy_at_thresholds(temporal_iou(segments, examples.groundtruth))
 
 
-def write_results(path: str | pathlib.Path, results: Mapping[str, Any]) -> pathlib.Path:
-    """Writes a results dict as JSON (atomically: a reader never sees half a file)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(dict(results), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
 class ModelPredictor:
     """A trained model as a `video_reloc.baselines.SegmentPredictor` (unpadded lists in).
 
@@ -178,139 +170,6 @@ class ModelPredictor:
         return predict(self.predict_fn, examples, self.batch_size).segments
 
 
-# Loading models from disk.
-
-
-def find_model_dir(path: str | pathlib.Path) -> pathlib.Path | None:
-    """The model dir holding `path` (a checkpoint or export under it): has `model_config.json`."""
-    path = pathlib.Path(path).resolve()
-    for candidate in [path, *path.parents][:4]:
-        if (candidate / MODEL_CONFIG_FILE).exists():
-            return candidate
-    return None
-
-
-def read_model_config(model_dir: str | pathlib.Path) -> dict[str, Any]:
-    """The `build_model` arguments recorded by training in `model_dir`."""
-    return json.loads((pathlib.Path(model_dir) / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
-
-
-def read_train_config(model_dir: str | pathlib.Path) -> dict[str, Any]:
-    """The training configuration recorded in `model_dir` (`{}` if none)."""
-    path = pathlib.Path(model_dir) / TRAIN_CONFIG_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-
-def is_saved_model(path: str | pathlib.Path) -> bool:
-    """Whether `path` is a SavedModel folder."""
-    return (pathlib.Path(path) / "saved_model.pb").exists()
-
-
-def latest_saved_model(export_base: str | pathlib.Path) -> pathlib.Path | None:
-    """The highest numeric version folder under `export_base` holding a SavedModel."""
-    base = pathlib.Path(export_base)
-    versions = [p for p in base.glob("*") if p.name.isdigit() and is_saved_model(p)]
-    return max(versions, key=lambda p: int(p.name), default=None)
-
-
-def checkpoint_candidates(directory: str | pathlib.Path) -> list[str]:
-    """Checkpoint prefixes in `directory`, newest first (state file and `ckpt-N.index` files)."""
-    directory = pathlib.Path(directory)
-    prefixes = {str(p.with_suffix("")) for p in directory.glob("ckpt-*.index")}
-    try:
-        state = tf.train.get_checkpoint_state(str(directory))
-    except (tf.errors.OpError, ValueError) as e:  # a corrupt state file
-        logger.warning("Cannot read the checkpoint state of %s: %s", directory, e)
-        state = None
-    if state is not None:
-        prefixes.update(
-            str(directory / pathlib.Path(p).name) for p in state.all_model_checkpoint_paths
-        )
-
-    def number(prefix: str) -> int:
-        tail = prefix.rsplit("-", 1)[-1]
-        return int(tail) if tail.isdigit() else -1
-
-    return sorted(prefixes, key=number, reverse=True)
-
-
-def restore_first_good(checkpoint: tf.train.Checkpoint, prefixes: Sequence[str]) -> str | None:
-    """Restores the first of `prefixes` that reads completely; warns about the others.
-
-    Args:
-        checkpoint: The objects to restore (already built, so restoring is immediate).
-        prefixes: Checkpoint prefixes, the preferred first.
-
-    Returns:
-        The prefix restored, or `None` when none could be.
-    """
-    for n, prefix in enumerate(prefixes):
-        try:
-            checkpoint.read(prefix).assert_existing_objects_matched().expect_partial()
-        except Exception as e:  # noqa: BLE001  (any failure to read means a bad checkpoint)
-            later = prefixes[n + 1] if n + 1 < len(prefixes) else None
-            logger.warning(
-                "Checkpoint %s is partial or corrupt (%s: %s); %s.",
-                prefix,
-                type(e).__name__,
-                str(e).splitlines()[0] if str(e) else "",
-                f"falling back to {later}" if later else "no older checkpoint to fall back to",
-            )
-            continue
-        return prefix
-    return None
-
-
-def model_from_config(model_config: Mapping[str, Any]) -> VideoRelocModel:
-    """Builds an untrained model from a recorded `model_config.json`."""
-    return build_model(
-        feature_dim=int(model_config["feature_dim"]),
-        ablation=model_config["ablation"],
-        units=int(model_config["units"]),
-        bilinear_rank=int(model_config["bilinear_rank"]),
-        encoder_dropout=float(model_config["encoder_dropout"]),
-        matching_dropout=float(model_config["matching_dropout"]),
-        normalization=model_config.get("normalization"),
-    )
-
-
-def load_checkpoint_model(
-    path: str | pathlib.Path, field: str = "checkpoint"
-) -> tuple[VideoRelocModel, str]:
-    """A model restored from a checkpoint of training.
-
-    Args:
-        path: A checkpoint prefix (`MODEL_DIR/ckpt-300`, `MODEL_DIR/best/ckpt-200`), or a
-            folder of checkpoints (`MODEL_DIR`: its latest good one; `MODEL_DIR/best`).
-            `model_config.json` is looked up in the folders above it.
-        field: The argument `path` came from, named in errors.
-
-    Returns:
-        `(model, prefix)`: the restored model and the checkpoint prefix read.
-
-    Raises:
-        UserError: `path` is not a checkpoint of a model dir, or none of its checkpoints reads.
-    """
-    path = pathlib.Path(path)
-    if not (path.exists() or path.with_name(f"{path.name}.index").exists()):
-        raise UserError(f"{path}: no such checkpoint, file or folder", field=field)
-    model_dir = find_model_dir(path if path.is_dir() else path.parent)
-    if model_dir is None:
-        raise UserError(
-            f"{path}: not a checkpoint of video-reloc-train (no {MODEL_CONFIG_FILE} in or "
-            "above it)",
-            field=field,
-        )
-    prefixes = checkpoint_candidates(path) if path.is_dir() else [str(path)]
-    if not prefixes:
-        raise UserError(f"{path}: no checkpoint in this folder", field=field)
-    model = model_from_config(read_model_config(model_dir))
-    restored = restore_first_good(tf.train.Checkpoint(model=model), prefixes)
-    if restored is None:
-        raise UserError(f"{path}: no readable checkpoint among {prefixes}", field=field)
-    return model, restored
-
-
 def load_predict_fn(path: str | pathlib.Path) -> tuple[BatchPredictFn, str]:
     """A `BatchPredictFn` from a SavedModel, an export base, a checkpoint or a model dir.
 
@@ -327,9 +186,9 @@ def load_predict_fn(path: str | pathlib.Path) -> tuple[BatchPredictFn, str]:
         return saved_model_predict_fn(path), f"SavedModel {path}"
     latest = latest_saved_model(path) if path.is_dir() else None
     if latest is None and path.is_dir() and (path / MODEL_CONFIG_FILE).exists():
-        latest = latest_saved_model(path / "export")
-        if latest is None and checkpoint_candidates(path / "best"):
-            path = path / "best"
+        latest = latest_saved_model(path / EXPORT_DIR)
+        if latest is None and checkpoint_candidates(path / BEST_DIR):
+            path = path / BEST_DIR
     if latest is not None:
         return saved_model_predict_fn(latest), f"SavedModel {latest}"
     if path.is_dir() and not checkpoint_candidates(path) and find_model_dir(path) is None:
@@ -427,9 +286,9 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     print(f"{what}, {dataset} {config.split} ({len(examples)} pairs):\n{table}", flush=True)
     output = config.output
     if output is None and model_dir is not None:
-        output = model_dir / "results" / f"evaluate_{config.split}.json"
+        output = model_dir / RESULTS_DIR / f"evaluate_{config.split}.json"
     if output:
-        write_results(output, results)
+        write_json(output, results)
         print(f"Wrote {output}", flush=True)
     if config.predictions_output:
         path = pathlib.Path(config.predictions_output)

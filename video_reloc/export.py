@@ -36,6 +36,7 @@ when they load the model, before they report it AVAILABLE, not on the first requ
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -48,11 +49,12 @@ from collections.abc import Iterable, Sequence
 import tensorflow as tf
 
 from video_reloc import warmup
+from video_reloc.checkpoints import EXPORT_DIR, find_model_dir, load_checkpoint_model, versions
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.model import VideoRelocModel
+from video_reloc.signature import SIGNATURE_NAME, input_signature
 from video_reloc.warmup import WarmupShape
 
-SIGNATURE_NAME = "serving_default"
 INPUT_NAMES = ("query", "query_length", "reference", "reference_length")
 OUTPUT_NAMES = ("start", "end", "score", "probabilities", "attention")
 QUERY_BUCKET = 16
@@ -128,12 +130,7 @@ class RelocalizationModule(tf.Module):
         self.decode = tf.function(self._decode, jit_compile=jit_compile, autograph=False)
         self.serve = tf.function(
             self._serve,
-            input_signature=[
-                tf.TensorSpec((None, None, feature_dim), tf.float32, name="query"),
-                tf.TensorSpec((None,), tf.int32, name="query_length"),
-                tf.TensorSpec((None, None, feature_dim), tf.float32, name="reference"),
-                tf.TensorSpec((None,), tf.int32, name="reference_length"),
-            ],
+            input_signature=list(input_signature(feature_dim).values()),
         )
 
     def _relocalize(self, query, query_length, reference, reference_length):
@@ -228,9 +225,7 @@ def default_warmup_shapes(jit_compile: bool = True) -> list[WarmupShape]:
 
 def next_version(export_base: str | pathlib.Path) -> int:
     """One more than the highest numeric version folder under `export_base` (1 if none)."""
-    base = pathlib.Path(export_base)
-    versions = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
+    return max(versions(export_base, saved_models_only=False), default=0) + 1
 
 
 def _lock(path: pathlib.Path) -> int | None:
@@ -384,3 +379,37 @@ def export_saved_model(
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         os.close(lock)
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """What `export_checkpoint` exports, and where.
+
+    Attributes:
+        checkpoint: A checkpoint prefix, or a folder of checkpoints (a model dir: its latest
+            good checkpoint; `MODEL_DIR/best`: the best model).
+        export_dir: The SavedModel base; `None`: `MODEL_DIR/export`.
+        version: The version folder; `None`: the next free number.
+    """
+
+    checkpoint: str
+    export_dir: str | None = None
+    version: int | None = None
+
+
+def export_checkpoint(config: ExportConfig) -> pathlib.Path:
+    """Exports a training checkpoint as a SavedModel (`serving_default` signature).
+
+    Args:
+        config: What and where (`ExportConfig`).
+
+    Returns:
+        The SavedModel folder written (`EXPORT_DIR/<version>/`).
+    """
+    model, prefix = load_checkpoint_model(config.checkpoint)
+    export_dir = config.export_dir
+    if export_dir is None:
+        export_dir = find_model_dir(pathlib.Path(prefix).parent) / EXPORT_DIR
+    path = export_saved_model(model, export_dir, config.version)
+    print(f"Exported {prefix} to {path}", flush=True)
+    return path

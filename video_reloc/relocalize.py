@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from video_reloc.checkpoints import is_saved_model, latest_saved_model
 from video_reloc.decode import MAX_SEGMENT_LENGTH, segment_scores
 from video_reloc.errors import UserError
+from video_reloc.signature import SIGNATURE_NAME
 
 WINDOW = 300  # the training references' longest length, in features
 FRAMES_PER_FEATURE = 16  # C3D: 16 frames per feature after keeping every other HDF5 row
@@ -125,18 +127,13 @@ def load_predictor(model: Any) -> tuple[Predictor, int]:
     """
     if isinstance(model, str | pathlib.Path):
         path = pathlib.Path(model)
-        if not (path / "saved_model.pb").exists():
-            versions = [
-                int(p.name)
-                for p in path.glob("*")
-                if p.name.isdigit() and (p / "saved_model.pb").exists()
-            ]
-            if not versions:
-                raise FileNotFoundError(f"no SavedModel in {path} nor in a version folder of it")
-            path = path / str(max(versions))
+        if not is_saved_model(path):
+            path = latest_saved_model(path)
+            if path is None:
+                raise FileNotFoundError(f"no SavedModel in {model} nor in a version folder of it")
         model = tf.saved_model.load(str(path))
-    if hasattr(model, "signatures") and "serving_default" in getattr(model, "signatures", {}):
-        model = model.signatures["serving_default"]
+    if hasattr(model, "signatures") and SIGNATURE_NAME in getattr(model, "signatures", {}):
+        model = model.signatures[SIGNATURE_NAME]
     if isinstance(model, tf.types.experimental.ConcreteFunction):
         signature = model
         feature_dim = int(signature.structured_input_signature[1]["query"].shape[-1])

@@ -46,12 +46,13 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from video_reloc import data, evaluation, visualize
+from video_reloc import checkpoints, data, evaluation, visualize
 from video_reloc.errors import UserError
 from video_reloc.export import export_saved_model
 from video_reloc.losses import localization_loss_sum
 from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
 from video_reloc.model import ABLATIONS, VideoRelocModel, build_model
+from video_reloc.signature import input_signature
 
 logger = logging.getLogger(__name__)
 
@@ -280,16 +281,16 @@ def _model_config(config: TrainConfig, feature_dim: int) -> dict[str, Any]:
 
 def _write_configs(config: TrainConfig, model_dir: pathlib.Path, model_config: dict) -> None:
     """Records the model's and the run's configuration; refuses a different model."""
-    path = model_dir / evaluation.MODEL_CONFIG_FILE
+    path = model_dir / checkpoints.MODEL_CONFIG_FILE
     if path.exists():
-        recorded = evaluation.read_model_config(model_dir)
+        recorded = checkpoints.read_model_config(model_dir)
         if recorded != model_config:
             raise ValueError(
                 f"{model_dir} holds a model of another configuration ({recorded}), not "
                 f"{model_config}; use another --model_dir."
             )
-    evaluation.write_results(path, model_config)
-    evaluation.write_results(model_dir / evaluation.TRAIN_CONFIG_FILE, dataclasses.asdict(config))
+    checkpoints.write_json(path, model_config)
+    checkpoints.write_json(model_dir / checkpoints.TRAIN_CONFIG_FILE, dataclasses.asdict(config))
 
 
 def make_replica_step(
@@ -363,7 +364,7 @@ def _image_writer(model: VideoRelocModel, examples: data.Examples):
     """A function writing the timeline (Fig. 4) and attention (Fig. 5) images of `examples`."""
     inputs, gt = data.pad_batch(examples.query, examples.reference, examples.groundtruth)
 
-    @tf.function(input_signature=[evaluation.input_signature(examples.feature_dim)])
+    @tf.function(input_signature=[input_signature(examples.feature_dim)])
     def forward(inputs):
         outputs = model(inputs, training=False, return_attention=True)
         return tf.exp(outputs["log_probabilities"]), outputs["attention"]
@@ -430,9 +431,9 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
     checkpoint = tf.train.Checkpoint(
         model=model, optimizer=optimizer, step=step, best_mean=best_mean, best_step=best_step
     )
-    candidates = evaluation.checkpoint_candidates(model_dir)
+    candidates = checkpoints.checkpoint_candidates(model_dir)
     if candidates:
-        restored = evaluation.restore_first_good(checkpoint, candidates)
+        restored = checkpoints.restore_first_good(checkpoint, candidates)
         if restored is None:
             raise ValueError(
                 f"No readable checkpoint in {model_dir} ({candidates}); move the folder away "
@@ -496,7 +497,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
             best_step.assign(n)
             best_manager.save(checkpoint_number=n)
             if chief:
-                evaluation.write_results(
+                checkpoints.write_json(
                     model_dir / "results" / "validation.json", {**results, "step": n}
                 )
         logger.info(
@@ -567,9 +568,9 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
         return result
 
     # The best model, as a plain (undistributed) Keras model.
-    best = evaluation.model_from_config(model_config)
-    if evaluation.restore_first_good(
-        tf.train.Checkpoint(model=best), evaluation.checkpoint_candidates(model_dir / "best")
+    best = checkpoints.model_from_config(model_config)
+    if checkpoints.restore_first_good(
+        tf.train.Checkpoint(model=best), checkpoints.checkpoint_candidates(model_dir / "best")
     ):
         path = model_dir / "results" / "validation.json"
         if path.exists():
@@ -588,8 +589,8 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
         )
         result.test = accuracy_at_thresholds(temporal_iou(predictions.segments, test.groundtruth))
         result.chance = evaluation.chance_results(test)
-        evaluation.write_results(model_dir / "results" / "test.json", result.test)
-        evaluation.write_results(model_dir / "results" / "test_chance.json", result.chance)
+        checkpoints.write_json(model_dir / "results" / "test.json", result.test)
+        checkpoints.write_json(model_dir / "results" / "test_chance.json", result.chance)
         print(
             f"Test, {config.dataset} ({len(test)} pairs), best model of step {result.best_step}:\n"
             + evaluation.results_table(result.test, result.chance, config.dataset),
@@ -606,48 +607,14 @@ def _export_once(model: VideoRelocModel, model_dir: pathlib.Path, best_step: int
     record = model_dir / "results" / "export.json"
     if record.exists():
         done = json.loads(record.read_text())
-        if done.get("best_step") == best_step and evaluation.is_saved_model(done.get("path", "")):
+        if done.get("best_step") == best_step and checkpoints.is_saved_model(done.get("path", "")):
             logger.info("The best model (step %d) is exported already: %s", best_step, done)
             return pathlib.Path(done["path"])
     path = export_saved_model(model, model_dir / "export")
-    evaluation.write_results(record, {"best_step": best_step, "path": str(path)})
+    checkpoints.write_json(record, {"best_step": best_step, "path": str(path)})
     logger.info("Exported the best model (step %d) to %s.", best_step, path)
     print(f"SavedModel: {path}", flush=True)
     return path
 
 
 # The `export` binary.
-
-
-@dataclasses.dataclass
-class ExportConfig:
-    """What `export_checkpoint` exports, and where.
-
-    Attributes:
-        checkpoint: A checkpoint prefix, or a folder of checkpoints (a model dir: its latest
-            good checkpoint; `MODEL_DIR/best`: the best model).
-        export_dir: The SavedModel base; `None`: `MODEL_DIR/export`.
-        version: The version folder; `None`: the next free number.
-    """
-
-    checkpoint: str
-    export_dir: str | None = None
-    version: int | None = None
-
-
-def export_checkpoint(config: ExportConfig) -> pathlib.Path:
-    """Exports a training checkpoint as a SavedModel (`serving_default` signature).
-
-    Args:
-        config: What and where (`ExportConfig`).
-
-    Returns:
-        The SavedModel folder written (`EXPORT_DIR/<version>/`).
-    """
-    model, prefix = evaluation.load_checkpoint_model(config.checkpoint)
-    export_dir = config.export_dir
-    if export_dir is None:
-        export_dir = evaluation.find_model_dir(pathlib.Path(prefix).parent) / "export"
-    path = export_saved_model(model, export_dir, config.version)
-    print(f"Exported {prefix} to {path}", flush=True)
-    return path

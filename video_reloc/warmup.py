@@ -26,11 +26,12 @@ from google.protobuf import message
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from video_reloc.signature import SIGNATURE_NAME
+
 WARMUP_REQUESTS_PATH = "assets.extra/tf_serving_warmup_requests"
 """The warm-up file, relative to the SavedModel folder (TensorFlow Serving's path)."""
 MAX_WARMUP_REQUESTS = 1000
 """TensorFlow Serving refuses a warm-up file with more records than this."""
-DEFAULT_SIGNATURE = "serving_default"
 
 
 class WarmupShape(NamedTuple):
@@ -72,7 +73,7 @@ class WarmupRequest:
 
 
 def make_request(
-    shape: WarmupShape, feature_dim: int, signature_name: str = DEFAULT_SIGNATURE
+    shape: WarmupShape, feature_dim: int, signature_name: str = SIGNATURE_NAME
 ) -> WarmupRequest:
     """A request of the serving signature at `shape`: zero features, every step valid."""
     batch, query_steps, reference_steps = shape
@@ -168,7 +169,7 @@ def read_warmup_requests(saved_model_dir: str | pathlib.Path) -> list[WarmupRequ
         request = log.predict_log.request
         requests.append(
             WarmupRequest(
-                request.model_spec.signature_name or DEFAULT_SIGNATURE,
+                request.model_spec.signature_name or SIGNATURE_NAME,
                 {name: tf.make_ndarray(value) for name, value in request.inputs.items()},
             )
         )
@@ -183,7 +184,7 @@ def _records(path: pathlib.Path) -> Iterable[bytes]:
 def requests_for_shapes(
     shapes: Iterable[WarmupShape],
     input_specs: Mapping[str, tf.TensorSpec],
-    signature_name: str = DEFAULT_SIGNATURE,
+    signature_name: str = SIGNATURE_NAME,
 ) -> list[WarmupRequest]:
     """Requests of the serving signature at `shapes`, D read from `input_specs`.
 

@@ -5,14 +5,14 @@
 
 Signature `serving_default`: query (B, Tq, D), query_length (B,), reference (B, Tr, D),
 reference_length (B,) in; start, end (exclusive), score and per-step probabilities (and the
-attention map) out. See `video_reloc.training.export_checkpoint`.
+attention map) out. See `video_reloc.export.export_checkpoint`.
 """
 
 from __future__ import annotations
 
 from absl import app, flags
 
-from video_reloc import training
+from video_reloc import export
 from video_reloc.cli import runner
 
 FLAGS = flags.FLAGS
@@ -30,8 +30,8 @@ flags.mark_flag_as_required("checkpoint")
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    training.export_checkpoint(
-        training.ExportConfig(
+    export.export_checkpoint(
+        export.ExportConfig(
             checkpoint=FLAGS.checkpoint, export_dir=FLAGS.export_dir, version=FLAGS.version
         )
     )

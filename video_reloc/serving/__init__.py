@@ -96,11 +96,11 @@ from video_reloc.serving.server import (
     start_server,
 )
 from video_reloc.serving.versions import (
-    DEFAULT_SIGNATURE,
     LoadCancelledError,
     ServedVersion,
     find_versions,
 )
+from video_reloc.signature import SIGNATURE_NAME
 
 __all__ = [
     "AVAILABLE",
@@ -112,7 +112,7 @@ __all__ = [
     "DEFAULT_PROMETHEUS_PATH",
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_REST_API_PORT",
-    "DEFAULT_SIGNATURE",
+    "SIGNATURE_NAME",
     "DEFAULT_TIMEOUT_MS",
     "END",
     "LENGTH_SUFFIX",

@@ -37,7 +37,7 @@ from video_reloc.serving.errors import ServingError
 from video_reloc.serving.inputs import check_array, check_batch, check_lengths, check_names
 from video_reloc.serving.manager import ModelManager
 from video_reloc.serving.metrics import Metrics
-from video_reloc.serving.versions import DEFAULT_SIGNATURE
+from video_reloc.signature import SIGNATURE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
         name, version, label = _model_spec(request.model_spec)
         with self.manager.acquire(name, version, label) as served:
             call.version = str(served.version)
-            signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            signature_name = request.model_spec.signature_name or SIGNATURE_NAME
             if signature_name not in served.input_specs:
                 raise ServingError(
                     f"model_spec.signature_name: {signature_name!r} is not a signature of the "

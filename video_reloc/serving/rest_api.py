@@ -24,7 +24,8 @@ from video_reloc.serving.errors import ServingError
 from video_reloc.serving.inputs import check_array, check_batch, check_lengths, check_names
 from video_reloc.serving.manager import ModelManager
 from video_reloc.serving.metrics import Metrics
-from video_reloc.serving.versions import DEFAULT_SIGNATURE, ServedVersion, signature_def_json
+from video_reloc.serving.versions import ServedVersion, signature_def_json
+from video_reloc.signature import SIGNATURE_NAME
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEOUT_MS = 30_000
@@ -87,7 +88,7 @@ def parse_predict_request(
     unknown = sorted(set(body) - {"signature_name", "instances", "inputs"})
     if unknown:
         raise ServingError(f"body: unknown field(s) {unknown}; expected 'instances' or 'inputs'")
-    signature_name = body.get("signature_name", DEFAULT_SIGNATURE)
+    signature_name = body.get("signature_name", SIGNATURE_NAME)
     if not isinstance(signature_name, str) or signature_name not in specs:
         raise ServingError(
             f"signature_name: {signature_name!r} is not a signature of the model "

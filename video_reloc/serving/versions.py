@@ -19,13 +19,13 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from video_reloc import warmup
+from video_reloc.checkpoints import versions
 from video_reloc.export import default_warmup_shapes
 from video_reloc.serving.batching import Batcher
 from video_reloc.serving.config import BatchingParameters
 from video_reloc.serving.errors import ServingError
+from video_reloc.signature import SIGNATURE_NAME
 from video_reloc.warmup import WarmupRequest, WarmupShape
-
-DEFAULT_SIGNATURE = "serving_default"
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,7 @@ class LoadCancelledError(RuntimeError):
 
 def find_versions(base_path: str | pathlib.Path) -> list[int]:
     """The numeric version folders under `base_path` that hold a SavedModel, ascending."""
-    base = pathlib.Path(base_path)
-    if not base.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in base.iterdir()
-        if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").exists()
-    )
+    return versions(base_path)
 
 
 def _read_saved_model(path: pathlib.Path) -> saved_model_pb2.SavedModel:
@@ -141,12 +134,12 @@ class ServedVersion:
             ValueError: If the file is unreadable, or the shapes do not suit the signature.
         """
         if shapes is not None:
-            specs = self.input_specs.get(DEFAULT_SIGNATURE, {})
+            specs = self.input_specs.get(SIGNATURE_NAME, {})
             return warmup.requests_for_shapes(shapes, specs), "--model_warmup_shapes"
         recorded = warmup.read_warmup_requests(self.path)
         if recorded is not None:
             return recorded, warmup.WARMUP_REQUESTS_PATH
-        specs = self.input_specs.get(DEFAULT_SIGNATURE, {})
+        specs = self.input_specs.get(SIGNATURE_NAME, {})
         shapes = default_warmup_shapes(self.uses_xla)
         try:
             requests = warmup.requests_for_shapes(shapes, specs)
