@@ -39,7 +39,7 @@ import pathlib
 import shutil
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import numpy as np
@@ -49,6 +49,7 @@ import tqdm
 from video_reloc import checkpoints, data, evaluation, visualize
 from video_reloc.errors import UserError
 from video_reloc.export import export_saved_model
+from video_reloc.layers.feature_normalization import MODES as NORMALIZATIONS
 from video_reloc.losses import localization_loss_sum
 from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
 from video_reloc.model import ABLATIONS, VideoRelocModel, build_model
@@ -74,9 +75,10 @@ class TrainConfig:
 
     Attributes:
         model_dir: Checkpoints, summaries, the best model, results and the export go here.
-        dataset: `activitynet_reloc/CONFIG`.
-        data_dir: The TFDS data dir (`None`: TFDS's default).
-        manual_dir: Manual files of config `c3d`, used when the dataset is not built yet.
+        dataset: The TFDS dataset, `activitynet_reloc/CONFIG` (`c3d` or `synthetic`).
+        data_dir: The TFDS data dir (`None`: TFDS's default, ~/tensorflow_datasets).
+        manual_dir: Folder of the raw files of config `c3d` (annotations, length.json, C3D
+            HDF5), handed to the builder when the dataset is not built yet.
         train_steps: Steps to train in all (a resumed run continues up to it).
         batch_size: Pairs per global batch (split over the replicas).
         learning_rate: Adam's learning rate.
@@ -93,7 +95,9 @@ class TrainConfig:
             other classes (`data.add_distractors`; 0 in the original release).
         bucket_span: Reference lengths per training bucket.
         seed: Seed of the weights, the pair draws and dropout.
-        strategy: `auto`, `one_device`, `mirrored` or `multi_worker` (see `make_strategy`).
+        strategy: `auto`: `multi_worker` when TF_CONFIG names several tasks, `mirrored` with
+            several GPUs, else `one_device`; `mirrored`: MirroredStrategy over all GPUs (or
+            logical CPUs); `multi_worker`: MultiWorkerMirroredStrategy from TF_CONFIG.
         checkpoint_every: Steps between checkpoints (one is also saved at the end).
         keep_checkpoints: Checkpoints kept in `model_dir`.
         eval_every: Steps between validations (one also runs at the end).
@@ -104,6 +108,13 @@ class TrainConfig:
         export: Whether to export the best model as a SavedModel at the end.
         progress: Whether to show a progress bar.
     """
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "ablation": tuple(sorted(ABLATIONS)),
+        "normalization": NORMALIZATIONS,
+        "strategy": STRATEGIES,
+    }
+    """The values a field may take, where they are few (the binary's enum flags)."""
 
     model_dir: str
     dataset: str = "activitynet_reloc/c3d"
@@ -135,14 +146,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.ablation not in ABLATIONS:
-            raise UserError(
-                f"ablation must be one of {sorted(ABLATIONS)}, got {self.ablation!r}", "ablation"
-            )
-        if self.strategy not in STRATEGIES:
-            raise UserError(
-                f"strategy must be one of {STRATEGIES}, got {self.strategy!r}", "strategy"
-            )
+        for name, allowed in self.CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise UserError(f"{name} must be one of {list(allowed)}, got {value!r}", name)
         for name in (
             "train_steps",
             "batch_size",
@@ -285,9 +292,10 @@ def _write_configs(config: TrainConfig, model_dir: pathlib.Path, model_config: d
     if path.exists():
         recorded = checkpoints.read_model_config(model_dir)
         if recorded != model_config:
-            raise ValueError(
+            raise UserError(
                 f"{model_dir} holds a model of another configuration ({recorded}), not "
-                f"{model_config}; use another --model_dir."
+                f"{model_config}; use another model dir",
+                field="model_dir",
             )
     checkpoints.write_json(path, model_config)
     checkpoints.write_json(model_dir / checkpoints.TRAIN_CONFIG_FILE, dataclasses.asdict(config))

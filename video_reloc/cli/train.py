@@ -2,11 +2,13 @@
 
     video-reloc-train --model_dir=DIR                  # the main job: synthetic data, minutes
     video-reloc-train --model_dir=DIR --preset=paper --manual_dir=RAW   # ActivityNet, C3D
+    video-reloc-train --model_dir=DIR --ablation=base --units=32 --train_steps=200
 
 Builds the TFDS dataset if needed, trains with checkpoints in DIR (running the same command
 again resumes), validates every --eval_every steps keeping the best model, then writes
-DIR/results/test.json, prints the paper's table and exports DIR/export/<version>/. Flags left
-unset take the preset's value (`video_reloc.training.PRESETS`). See `video_reloc.training`.
+DIR/results/test.json, prints the paper's table and exports DIR/export/<version>/. Every field
+of `video_reloc.training.TrainConfig` is a flag; flags left unset take the preset's value
+(`video_reloc.training.PRESETS`). See `video_reloc.training`.
 """
 
 from __future__ import annotations
@@ -14,22 +16,9 @@ from __future__ import annotations
 from absl import app, flags
 
 from video_reloc import training
-from video_reloc.cli import runner
-from video_reloc.model import ABLATIONS
+from video_reloc.cli import config_flags, runner
 
 FLAGS = flags.FLAGS
-PAPER = training.TrainConfig(model_dir="")
-SYNTHETIC = training.preset_config("synthetic", model_dir="")
-
-
-def _default(name: str) -> str:
-    paper, synthetic = getattr(PAPER, name), getattr(SYNTHETIC, name)
-    if paper == synthetic:
-        return f" Default: {paper}."
-    return f" Default: {synthetic} (preset synthetic), {paper} (preset paper)."
-
-
-flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, results and the export go here.")
 flags.DEFINE_enum(
     "preset",
     "synthetic",
@@ -37,130 +26,25 @@ flags.DEFINE_enum(
     "synthetic: the embedded synthetic dataset, a small fast schedule (the main job); paper: "
     "the c3d dataset (ActivityNet, needs --manual_dir once) and the original release's schedule.",
 )
-flags.DEFINE_string(
-    "dataset",
-    None,
-    "TFDS dataset, activitynet_reloc/CONFIG (c3d or synthetic)." + _default("dataset"),
+CONFIG_FLAGS = config_flags.define_flags(
+    training.TrainConfig,
+    {name: training.preset_config(name, model_dir="") for name in ("synthetic", "paper")},
 )
-flags.DEFINE_string("data_dir", None, "TFDS data dir. Default: TFDS's (~/tensorflow_datasets).")
-flags.DEFINE_string(
-    "manual_dir",
-    None,
-    "Folder of the raw files of config c3d (annotations, length.json, C3D HDF5), handed to the "
-    "builder when the dataset is not built yet.",
-)
-flags.DEFINE_integer("train_steps", None, "Training steps in all." + _default("train_steps"))
-flags.DEFINE_integer(
-    "batch_size", None, "Pairs per global batch, split over replicas." + _default("batch_size")
-)
-flags.DEFINE_float("learning_rate", None, "Adam's learning rate." + _default("learning_rate"))
-flags.DEFINE_float("clip_norm", None, "Global gradient norm clip." + _default("clip_norm"))
-flags.DEFINE_enum(
-    "ablation",
-    None,
-    sorted(ABLATIONS),
-    "Model variant of Table 2: base, base_cross_gating, base_bilinear or full."
-    + _default("ablation"),
-)
-flags.DEFINE_integer("units", None, "Hidden size l of every LSTM." + _default("units"))
-flags.DEFINE_integer(
-    "bilinear_rank", None, "Rank k of the bilinear matching." + _default("bilinear_rank")
-)
-flags.DEFINE_float(
-    "encoder_keep_prob", None, "Keep probability of dropout after the encoder. Default: 0.6."
-)
-flags.DEFINE_float(
-    "matching_keep_prob", None, "Keep probability of dropout after the matching. Default: 0.8."
-)
-flags.DEFINE_float(
-    "crop_probability",
-    None,
-    "Probability of cropping a training reference's context." + _default("crop_probability"),
-)
-flags.DEFINE_enum(
-    "normalization",
-    None,
-    ["standardize", "center"],
-    "Normalize each query and reference over its own valid steps inside the model (not in "
-    "the paper): standardize (every dimension) or center (one scale). Default: none.",
-)
-flags.DEFINE_float(
-    "distractor_probability",
-    None,
-    "Probability that a training reference also holds windows of other classes (not in the "
-    "original release)." + _default("distractor_probability"),
-)
-flags.DEFINE_integer(
-    "bucket_span", None, "Reference lengths per training bucket." + _default("bucket_span")
-)
-flags.DEFINE_integer("seed", None, "Seed of weights, pairs and dropout." + _default("seed"))
-flags.DEFINE_enum(
-    "strategy",
-    None,
-    list(training.STRATEGIES),
-    "auto: multi_worker when TF_CONFIG names several tasks, mirrored with several GPUs, else "
-    "one_device; mirrored: MirroredStrategy over all GPUs (or logical CPUs); multi_worker: "
-    "MultiWorkerMirroredStrategy from TF_CONFIG." + _default("strategy"),
-)
-flags.DEFINE_integer(
-    "checkpoint_every", None, "Steps between checkpoints." + _default("checkpoint_every")
-)
-flags.DEFINE_integer(
-    "keep_checkpoints", None, "Checkpoints kept in --model_dir." + _default("keep_checkpoints")
-)
-flags.DEFINE_integer("eval_every", None, "Steps between validations." + _default("eval_every"))
-flags.DEFINE_integer(
-    "eval_batch_size", None, "Pairs per evaluation batch." + _default("eval_batch_size")
-)
-flags.DEFINE_integer(
-    "summary_every", None, "Steps between training summaries." + _default("summary_every")
-)
-flags.DEFINE_integer(
-    "num_images", None, "Validation pairs in the TensorBoard images." + _default("num_images")
-)
-flags.DEFINE_boolean("test", None, "Evaluate the best model on test at the end. Default: true.")
-flags.DEFINE_boolean("export", None, "Export the best model at the end. Default: true.")
-flags.DEFINE_boolean("progress", None, "Show a progress bar. Default: true.")
-flags.mark_flag_as_required("model_dir")
-
-OVERRIDES = (
-    "dataset",
-    "data_dir",
-    "manual_dir",
-    "train_steps",
-    "batch_size",
-    "learning_rate",
-    "clip_norm",
-    "ablation",
-    "units",
-    "bilinear_rank",
-    "crop_probability",
-    "distractor_probability",
-    "normalization",
-    "bucket_span",
-    "seed",
-    "strategy",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "eval_every",
-    "eval_batch_size",
-    "summary_every",
-    "num_images",
-    "test",
-    "export",
-    "progress",
-)
+# The original release's flags: the dropout rates as keep probabilities.
+KEEP_PROB_FLAGS = {"encoder_keep_prob": "encoder_dropout", "matching_keep_prob": "matching_dropout"}
+for _keep, _rate in KEEP_PROB_FLAGS.items():
+    flags.DEFINE_float(_keep, None, f"1 - --{_rate}, as the original release names it.")
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    overrides = {name: getattr(FLAGS, name) for name in OVERRIDES}
-    if FLAGS.encoder_keep_prob is not None:
-        overrides["encoder_dropout"] = round(1.0 - FLAGS.encoder_keep_prob, 10)
-    if FLAGS.matching_keep_prob is not None:
-        overrides["matching_dropout"] = round(1.0 - FLAGS.matching_keep_prob, 10)
-    training.train(training.preset_config(FLAGS.preset, model_dir=FLAGS.model_dir, **overrides))
+    del argv  # the runner refuses positional arguments
+    overrides = config_flags.overrides(CONFIG_FLAGS)
+    for keep, rate in KEEP_PROB_FLAGS.items():
+        if FLAGS[keep].value is not None:
+            if rate in overrides:
+                raise app.UsageError(f"--{keep}: give it or --{rate}, not both")
+            overrides[rate] = round(1.0 - FLAGS[keep].value, 10)
+    training.train(training.preset_config(FLAGS.preset, **overrides))
 
 
 def run() -> None:
