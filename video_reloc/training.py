@@ -38,7 +38,7 @@ import os
 import pathlib
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import keras
@@ -399,6 +399,12 @@ def _image_writer(model: VideoRelocModel, examples: data.Examples):
 def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = None) -> TrainResult:
     """Trains (or resumes training) a model, validates, tests and exports it.
 
+    The steps: the strategy; the data (`_load_splits`); the model dir's records
+    (`_write_configs`); the model, optimizer and counters (`_build_state`), restored from the
+    latest good checkpoint (`_restore`); the loop with its summaries, validations
+    (`_Validator`) and checkpoints (`_train_loop`); on the chief, the best model
+    (`_best_model`), its test results (`_test`) and its export (`_export_once`).
+
     Args:
         config: The run (`TrainConfig`, `preset_config`).
         examples: Optional splits already in memory (`train`, `validation`, optionally
@@ -415,7 +421,56 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
     logger.info(
         "Strategy %s with %d replica(s).", type(strategy).__name__, strategy.num_replicas_in_sync
     )
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise UserError(
+            f"{config.batch_size} is not divisible by {strategy.num_replicas_in_sync} replicas",
+            field="batch_size",
+        )
 
+    splits, _ = _load_splits(config, examples)
+    model_config = _model_config(config, splits["train"].feature_dim)
+    if chief:
+        _write_configs(config, model_dir, model_config)
+    state = _build_state(config, strategy, model_config)
+    start_step = _restore(state, model_dir)
+    if chief:
+        train_writer = tf.summary.create_file_writer(str(model_dir / "train"))
+        validation_writer = tf.summary.create_file_writer(str(model_dir / "validation"))
+    else:
+        train_writer = validation_writer = tf.summary.create_noop_writer()
+    validator = _Validator(
+        config, state, splits["validation"], write_dir, model_dir, chief, validation_writer
+    )
+    losses = _train_loop(
+        config, strategy, state, splits["train"], validator, write_dir, train_writer, start_step
+    )
+    validation_writer.flush()
+
+    result = TrainResult(
+        start_step,
+        int(state.step.numpy()),
+        int(state.best_step.numpy()),
+        trained_model=state.model,
+        losses=losses,
+        num_replicas=strategy.num_replicas_in_sync,
+    )
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+        return result
+    result.model, result.validation = _best_model(model_config, state.model, model_dir)
+    if config.test:
+        result.test, result.chance = _test(
+            config, result.model, splits, model_dir, result.best_step
+        )
+    if config.export:
+        result.export_path = _export_once(result.model, model_dir, result.best_step)
+    return result
+
+
+def _load_splits(
+    config: TrainConfig, examples: Mapping[str, data.Examples] | None
+) -> tuple[dict[str, data.Examples], Any]:
+    """The `train` and `validation` splits (and `test` if given), and the TFDS builder if read."""
     splits = dict(examples or {})
     builder = None
     for split in ("train", "validation"):
@@ -423,90 +478,110 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
             if builder is None:
                 builder = data.dataset_builder(config.dataset, config.data_dir, config.manual_dir)
             splits[split] = data.load_split(split, builder=builder)
-    train_examples, validation = splits["train"], splits["validation"]
-    feature_dim = train_examples.feature_dim
-    model_config = _model_config(config, feature_dim)
-    if chief:
-        _write_configs(config, model_dir, model_config)
+    return splits, builder
 
+
+@dataclasses.dataclass
+class _TrainState:
+    """What a checkpoint holds: the model, the optimizer, the step and the best score so far."""
+
+    model: VideoRelocModel
+    optimizer: keras.optimizers.Optimizer
+    step: tf.Variable
+    best_mean: tf.Variable
+    best_step: tf.Variable
+
+    @property
+    def checkpoint(self) -> tf.train.Checkpoint:
+        return tf.train.Checkpoint(
+            model=self.model,
+            optimizer=self.optimizer,
+            step=self.step,
+            best_mean=self.best_mean,
+            best_step=self.best_step,
+        )
+
+
+def _build_state(
+    config: TrainConfig, strategy: tf.distribute.Strategy, model_config: Mapping[str, Any]
+) -> _TrainState:
+    """A fresh model, its optimizer (built) and the counters, under the strategy."""
     with strategy.scope():
         model = build_model(seed=config.seed, **model_config)
         optimizer = keras.optimizers.Adam(config.learning_rate)
         optimizer.build(model.trainable_variables)
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        best_mean = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_mean")
-        best_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step")
-    checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, step=step, best_mean=best_mean, best_step=best_step
-    )
-    candidates = checkpoints.checkpoint_candidates(model_dir)
-    if candidates:
-        restored = checkpoints.restore_first_good(checkpoint, candidates)
-        if restored is None:
-            raise ValueError(
-                f"No readable checkpoint in {model_dir} ({candidates}); move the folder away "
-                "to start afresh."
-            )
-        logger.info("Resumed from checkpoint %s at step %d.", restored, int(step.numpy()))
-    start_step = int(step.numpy())
-    manager = tf.train.CheckpointManager(
-        checkpoint, str(write_dir), max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt"
-    )
-    best_manager = tf.train.CheckpointManager(
-        tf.train.Checkpoint(model=model), str(write_dir / "best"), max_to_keep=1
-    )
-
-    if chief:
-        train_writer = tf.summary.create_file_writer(str(model_dir / "train"))
-        validation_writer = tf.summary.create_file_writer(str(model_dir / "validation"))
-    else:
-        train_writer = validation_writer = tf.summary.create_noop_writer()
-
-    stream = data.TrainingStream(
-        train_examples,
-        config.batch_size,
-        seed=config.seed,
-        crop_probability=config.crop_probability,
-        bucket_span=config.bucket_span,
-        distractor_probability=config.distractor_probability,
-    )
-    replicas = strategy.num_replicas_in_sync
-
-    if config.batch_size % replicas:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by {replicas} replicas.")
-
-    replica_step = make_replica_step(model, optimizer, config.clip_norm)
-
-    @tf.function(reduce_retracing=True)
-    def train_step(inputs, groundtruth):
-        loss, norm = strategy.run(replica_step, args=(inputs, groundtruth))
-        return (
-            strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
-            strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None),
+        return _TrainState(
+            model,
+            optimizer,
+            step=tf.Variable(0, dtype=tf.int64, trainable=False, name="step"),
+            best_mean=tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_mean"),
+            best_step=tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_step"),
         )
 
-    predict_fn = evaluation.keras_predict_fn(model)
-    num_images = min(config.num_images, len(validation)) if chief else 0
-    if num_images:
-        write_images = _image_writer(model, validation.subset(range(num_images)))
 
-    def validate(n: int) -> None:
-        predictions = evaluation.predict(predict_fn, validation, config.eval_batch_size)
+def _restore(state: _TrainState, model_dir: pathlib.Path) -> int:
+    """Restores the latest good checkpoint of `model_dir`, if any; returns the step to go on from.
+
+    Raises:
+        UserError: The model dir has checkpoints and none of them reads.
+    """
+    candidates = checkpoints.checkpoint_candidates(model_dir)
+    if candidates:
+        restored = checkpoints.restore_first_good(state.checkpoint, candidates)
+        if restored is None:
+            raise UserError(
+                f"no readable checkpoint in {model_dir} ({candidates}); move the folder away "
+                "to start afresh",
+                field="model_dir",
+            )
+        logger.info("Resumed from checkpoint %s at step %d.", restored, int(state.step.numpy()))
+    return int(state.step.numpy())
+
+
+class _Validator:
+    """Validates the model at a step: summaries, images, and the best model kept on improving."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        state: _TrainState,
+        validation: data.Examples,
+        write_dir: pathlib.Path,
+        model_dir: pathlib.Path,
+        chief: bool,
+        writer: Any,
+    ):
+        self.config, self.state, self.validation = config, state, validation
+        self.model_dir, self.chief, self.writer = model_dir, chief, writer
+        self.predict_fn = evaluation.keras_predict_fn(state.model)
+        self.best_manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(model=state.model), str(write_dir / "best"), max_to_keep=1
+        )
+        self.num_images = min(config.num_images, len(validation)) if chief else 0
+        if self.num_images:
+            self.write_images = _image_writer(
+                state.model, validation.subset(range(self.num_images))
+            )
+
+    def __call__(self, n: int) -> None:
+        predictions = evaluation.predict(
+            self.predict_fn, self.validation, self.config.eval_batch_size
+        )
         results = accuracy_at_thresholds(predictions.iou)
-        with validation_writer.as_default():
+        with self.writer.as_default():
             for key, value in results.items():
                 tf.summary.scalar(f"accuracy/{key}", value, step=n)
             tf.summary.scalar("mean_iou", float(np.mean(predictions.iou)), step=n)
-            if num_images:
-                write_images(predictions.segments[:num_images], n)
-        improved = results["mean"] > float(best_mean.numpy())
+            if self.num_images:
+                self.write_images(predictions.segments[: self.num_images], n)
+        improved = results["mean"] > float(self.state.best_mean.numpy())
         if improved:
-            best_mean.assign(results["mean"])
-            best_step.assign(n)
-            best_manager.save(checkpoint_number=n)
-            if chief:
+            self.state.best_mean.assign(results["mean"])
+            self.state.best_step.assign(n)
+            self.best_manager.save(checkpoint_number=n)
+            if self.chief:
                 checkpoints.write_json(
-                    model_dir / "results" / "validation.json", {**results, "step": n}
+                    self.model_dir / "results" / "validation.json", {**results, "step": n}
                 )
         logger.info(
             "Step %d validation: mean %.1f (tIoU 0.5 %.1f)%s.",
@@ -516,98 +591,134 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
             ", best so far" if improved else "",
         )
 
-    if start_step < config.train_steps:
-        # Batches are fed from numpy rather than through tf.data: the stream is cheap to make,
-        # and tearing down a generator-backed distributed iterator stalled for up to 30 s.
-        batches = stream.batches(skip=start_step)
-        bar = tqdm.tqdm(
-            total=config.train_steps,
-            initial=start_step,
-            unit="step",
-            desc="train",
-            disable=not (chief and config.progress),
-            dynamic_ncols=True,
-        )
-        started = time.perf_counter()
-        losses = []
-        for n in range(start_step + 1, config.train_steps + 1):
-            loss, norm = train_step(*distribute_batch(strategy, next(batches)))
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"The loss is {loss} at step {n}.")
-            losses.append(loss)
-            step.assign(n)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", best=f"{float(best_mean.numpy()):.1f}")
-            if n % config.summary_every == 0 or n == config.train_steps:
-                with train_writer.as_default():
-                    tf.summary.scalar("loss", loss, step=n)
-                    tf.summary.scalar("gradient_norm", float(norm), step=n)
-                    learning_rate = tf.convert_to_tensor(optimizer.learning_rate.value)
-                    tf.summary.scalar("learning_rate", float(learning_rate), step=n)
-                    elapsed = time.perf_counter() - started
-                    tf.summary.scalar(
-                        "pairs_per_second", (n - start_step) * config.batch_size / elapsed, step=n
-                    )
-            if n % config.eval_every == 0 or n == config.train_steps:
-                validate(n)
-            if n % config.checkpoint_every == 0 or n == config.train_steps:
-                manager.save(checkpoint_number=n)
-        bar.close()
-        train_writer.flush()
-        validation_writer.flush()
-        logger.info(
-            "Traced the training step %d time(s).", train_step.experimental_get_tracing_count()
-        )
-    else:
-        losses = []
-    final_step = int(step.numpy())
 
-    result = TrainResult(
-        start_step,
-        final_step,
-        int(best_step.numpy()),
-        trained_model=model,
-        losses=losses,
-        num_replicas=replicas,
+def _train_loop(
+    config: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    state: _TrainState,
+    train_examples: data.Examples,
+    validate: Callable[[int], None],
+    write_dir: pathlib.Path,
+    writer: Any,
+    start_step: int,
+) -> list[float]:
+    """Trains from `start_step` to `config.train_steps`; returns the loss of each step run.
+
+    Writes the training summaries every `summary_every` steps, validates every `eval_every`
+    and saves a checkpoint every `checkpoint_every` (and all three at the last step).
+    """
+    if start_step >= config.train_steps:
+        return []
+    manager = tf.train.CheckpointManager(
+        state.checkpoint,
+        str(write_dir),
+        max_to_keep=config.keep_checkpoints,
+        checkpoint_name="ckpt",
     )
-    if not chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
-        return result
+    replica_step = make_replica_step(state.model, state.optimizer, config.clip_norm)
 
-    # The best model, as a plain (undistributed) Keras model.
+    @tf.function(reduce_retracing=True)
+    def train_step(inputs, groundtruth):
+        loss, norm = strategy.run(replica_step, args=(inputs, groundtruth))
+        return (
+            strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None),
+            strategy.reduce(tf.distribute.ReduceOp.MEAN, norm, axis=None),
+        )
+
+    stream = data.TrainingStream(
+        train_examples,
+        config.batch_size,
+        seed=config.seed,
+        crop_probability=config.crop_probability,
+        bucket_span=config.bucket_span,
+        distractor_probability=config.distractor_probability,
+    )
+    # Batches are fed from numpy rather than through tf.data: the stream is cheap to make, and
+    # tearing down a generator-backed distributed iterator stalled for up to 30 s.
+    batches = stream.batches(skip=start_step)
+    bar = tqdm.tqdm(
+        total=config.train_steps,
+        initial=start_step,
+        unit="step",
+        desc="train",
+        disable=not (strategy.extended.should_checkpoint and config.progress),
+        dynamic_ncols=True,
+    )
+    started = time.perf_counter()
+    losses = []
+    for n in range(start_step + 1, config.train_steps + 1):
+        loss, norm = train_step(*distribute_batch(strategy, next(batches)))
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"The loss is {loss} at step {n}.")
+        losses.append(loss)
+        state.step.assign(n)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", best=f"{float(state.best_mean.numpy()):.1f}")
+        last = n == config.train_steps
+        if n % config.summary_every == 0 or last:
+            with writer.as_default():
+                tf.summary.scalar("loss", loss, step=n)
+                tf.summary.scalar("gradient_norm", float(norm), step=n)
+                learning_rate = tf.convert_to_tensor(state.optimizer.learning_rate.value)
+                tf.summary.scalar("learning_rate", float(learning_rate), step=n)
+                elapsed = time.perf_counter() - started
+                tf.summary.scalar(
+                    "pairs_per_second", (n - start_step) * config.batch_size / elapsed, step=n
+                )
+        if n % config.eval_every == 0 or last:
+            validate(n)
+        if n % config.checkpoint_every == 0 or last:
+            manager.save(checkpoint_number=n)
+    bar.close()
+    writer.flush()
+    logger.info("Traced the training step %d time(s).", train_step.experimental_get_tracing_count())
+    return losses
+
+
+def _best_model(
+    model_config: Mapping[str, Any], model: VideoRelocModel, model_dir: pathlib.Path
+) -> tuple[VideoRelocModel, dict[str, float] | None]:
+    """The best model as a plain (undistributed) Keras model, and its validation results.
+
+    Falls back to `model`'s weights when no best model was saved.
+    """
     best = checkpoints.model_from_config(model_config)
+    best_dir = model_dir / checkpoints.BEST_DIR
     if checkpoints.restore_first_good(
-        tf.train.Checkpoint(model=best), checkpoints.checkpoint_candidates(model_dir / "best")
+        tf.train.Checkpoint(model=best), checkpoints.checkpoint_candidates(best_dir)
     ):
-        path = model_dir / "results" / "validation.json"
-        if path.exists():
-            result.validation = json.loads(path.read_text())
-    else:
-        logger.warning("No best model in %s; using the last weights.", model_dir / "best")
-        best.set_weights(model.get_weights())
-    result.model = best
+        path = model_dir / checkpoints.RESULTS_DIR / "validation.json"
+        return best, (json.loads(path.read_text()) if path.exists() else None)
+    logger.warning("No best model in %s; using the last weights.", best_dir)
+    best.set_weights(model.get_weights())
+    return best, None
 
-    if config.test:
-        test = splits.get("test")
-        if test is None:
-            test = data.load_split("test", config.dataset, config.data_dir, config.manual_dir)
-        predictions = evaluation.predict(
-            evaluation.keras_predict_fn(best), test, config.eval_batch_size
-        )
-        result.test = accuracy_at_thresholds(temporal_iou(predictions.segments, test.groundtruth))
-        result.chance = evaluation.chance_results(test)
-        checkpoints.write_json(model_dir / "results" / "test.json", result.test)
-        checkpoints.write_json(model_dir / "results" / "test_chance.json", result.chance)
-        print(
-            f"Test, {config.dataset} ({len(test)} pairs), best model of step {result.best_step}:\n"
-            + evaluation.results_table(result.test, result.chance, config.dataset),
-            flush=True,
-        )
 
-    if config.export:
-        result.export_path = _export_once(best, model_dir, result.best_step)
-    return result
+def _test(
+    config: TrainConfig,
+    best: VideoRelocModel,
+    splits: Mapping[str, data.Examples],
+    model_dir: pathlib.Path,
+    best_step: int,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The best model's test results and the chance baseline's; writes and prints them."""
+    test = splits.get("test")
+    if test is None:
+        test = data.load_split("test", config.dataset, config.data_dir, config.manual_dir)
+    predictions = evaluation.predict(
+        evaluation.keras_predict_fn(best), test, config.eval_batch_size
+    )
+    results = accuracy_at_thresholds(temporal_iou(predictions.segments, test.groundtruth))
+    chance = evaluation.chance_results(test)
+    checkpoints.write_json(model_dir / checkpoints.RESULTS_DIR / "test.json", results)
+    checkpoints.write_json(model_dir / checkpoints.RESULTS_DIR / "test_chance.json", chance)
+    print(
+        f"Test, {config.dataset} ({len(test)} pairs), best model of step {best_step}:\n"
+        + evaluation.results_table(results, chance, config.dataset),
+        flush=True,
+    )
+    return results, chance
 
 
 def _export_once(model: VideoRelocModel, model_dir: pathlib.Path, best_step: int) -> pathlib.Path:
