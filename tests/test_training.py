@@ -139,7 +139,7 @@ def test_deterministic_under_seed(tmp_path):
     assert np.all(segments[:, 1] - segments[:, 0] >= 1)
 
 
-def _run_python(code, env=None, timeout=120):
+def _run_python(code, env=None, timeout=400):
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
@@ -248,7 +248,7 @@ def test_multi_worker_mirrored_two_processes_end_with_the_same_weights(tmp_path)
     outputs = []
     try:
         for proc in procs:
-            stdout, stderr = proc.communicate(timeout=150)
+            stdout, stderr = proc.communicate(timeout=400)
             assert proc.returncode == 0, stderr[-3000:]
             outputs.append(json.loads(stdout.split("RESULT")[-1]))
     finally:
