@@ -10,6 +10,19 @@ from video_reloc.errors import UserError
 from video_reloc.model import build_model
 
 
+def tiny_model_config(**changes):
+    """What training records in `model_config.json`, for a tiny model."""
+    config = dict(
+        feature_dim=4,
+        ablation="full",
+        units=4,
+        bilinear_rank=2,
+        encoder_dropout=0.0,
+        matching_dropout=0.0,
+    )
+    return {**config, **changes}
+
+
 def test_versions_lists_numeric_folders_holding_a_saved_model(tmp_path):
     for name in ("1", "3", "10", "2.tmp", "notes"):
         (tmp_path / name).mkdir()
@@ -32,14 +45,7 @@ def test_write_json_is_atomic_and_read_back(tmp_path):
 def test_checkpoints_are_found_restored_and_bad_ones_skipped(tmp_path):
     model_dir = tmp_path / "run"
     model_dir.mkdir()
-    model_config = dict(
-        feature_dim=4,
-        ablation="full",
-        units=4,
-        bilinear_rank=2,
-        encoder_dropout=0.0,
-        matching_dropout=0.0,
-    )
+    model_config = tiny_model_config()
     (model_dir / checkpoints.MODEL_CONFIG_FILE).write_text(json.dumps(model_config))
     model = checkpoints.model_from_config(model_config)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(model_dir), 3)
@@ -68,14 +74,7 @@ def test_load_checkpoint_model_names_the_argument(tmp_path):
 
 def test_model_from_config_builds_the_recorded_model():
     model = checkpoints.model_from_config(
-        dict(
-            feature_dim=6,
-            ablation="base",
-            units=4,
-            bilinear_rank=2,
-            encoder_dropout=0.1,
-            matching_dropout=0.2,
-        )
+        tiny_model_config(feature_dim=6, ablation="base", encoder_dropout=0.1, matching_dropout=0.2)
     )
     reference = build_model(
         feature_dim=6, ablation="base", units=4, bilinear_rank=2, encoder_dropout=0.1

@@ -9,7 +9,7 @@ The JSON is `{"0.1": ..., ..., "0.9": ..., "mean": ...}` in percent, `mean` over
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from video_reloc import evaluation
 from video_reloc.cli import runner
@@ -45,8 +45,7 @@ flags.mark_flag_as_required("model")
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # the runner refuses positional arguments
     evaluation.evaluate(
         evaluation.EvaluateConfig(
             model=FLAGS.model,

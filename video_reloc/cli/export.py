@@ -10,7 +10,7 @@ attention map) out. See `video_reloc.export.export_checkpoint`.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from video_reloc import export
 from video_reloc.cli import runner
@@ -28,8 +28,7 @@ flags.mark_flag_as_required("checkpoint")
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    del argv  # the runner refuses positional arguments
     export.export_checkpoint(
         export.ExportConfig(
             checkpoint=FLAGS.checkpoint, export_dir=FLAGS.export_dir, version=FLAGS.version

@@ -32,7 +32,7 @@ flags.DEFINE_integer("batch_size", 64, "Windows per model call.")
 
 
 def main(argv):
-    del argv
+    del argv  # the runner refuses positional arguments
     segments = relocalize.relocalize_files(
         FLAGS.model,
         FLAGS.query,

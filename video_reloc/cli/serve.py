@@ -114,7 +114,7 @@ flags.mark_flags_as_mutual_exclusive(["model_base_path", "model_config_file"], r
 
 
 def main(argv):
-    del argv
+    del argv  # the runner refuses positional arguments
     try:
         shapes = (
             None
