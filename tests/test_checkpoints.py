@@ -81,3 +81,13 @@ def test_model_from_config_builds_the_recorded_model():
     )
     assert len(model.weights) == len(reference.weights)
     assert [w.shape for w in model.weights] == [w.shape for w in reference.weights]
+
+
+def test_saved_model_folder_takes_the_highest_version(tmp_path):
+    for name in ("1", "2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_bytes(b"")
+    assert checkpoints.saved_model_folder(tmp_path) == tmp_path / "2"
+    assert checkpoints.saved_model_folder(tmp_path / "1") == tmp_path / "1"
+    with pytest.raises(FileNotFoundError, match="no SavedModel in"):
+        checkpoints.saved_model_folder(tmp_path / "missing")

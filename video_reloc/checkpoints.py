@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import tensorflow as tf
 
 from video_reloc.errors import UserError
+from video_reloc.signature import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from video_reloc.model import VideoRelocModel
@@ -97,6 +98,32 @@ def latest_saved_model(export_base: str | pathlib.Path) -> pathlib.Path | None:
     base = pathlib.Path(export_base)
     found = versions(base)
     return base / str(found[-1]) if found else None
+
+
+def saved_model_folder(path: str | pathlib.Path) -> pathlib.Path:
+    """`path` if it is a SavedModel folder, else its highest version folder holding one.
+
+    Raises:
+        FileNotFoundError: Neither holds a SavedModel.
+    """
+    path = pathlib.Path(path)
+    if is_saved_model(path):
+        return path
+    latest = latest_saved_model(path)
+    if latest is None:
+        raise FileNotFoundError(f"no SavedModel in {path} nor in a version folder of it")
+    return latest
+
+
+def load_signature(path: str | pathlib.Path) -> tuple[Any, Any]:
+    """The serving signature of the SavedModel at `path` (see `saved_model_folder`).
+
+    Returns:
+        `(signature, loaded)`: the `serving_default` concrete function, and the loaded object
+        that owns its variables (keep it alive while the signature is used).
+    """
+    loaded = tf.saved_model.load(str(saved_model_folder(path)))
+    return loaded.signatures[SIGNATURE_NAME], loaded
 
 
 def checkpoint_candidates(directory: str | pathlib.Path) -> list[str]:

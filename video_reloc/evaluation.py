@@ -31,6 +31,7 @@ from video_reloc.checkpoints import (
     is_saved_model,
     latest_saved_model,
     load_checkpoint_model,
+    load_signature,
     read_train_config,
     write_json,
 )
@@ -38,7 +39,7 @@ from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.errors import UserError
 from video_reloc.metrics import PAPER_TABLE1, accuracy_at_thresholds, format_table, temporal_iou
 from video_reloc.model import VideoRelocModel
-from video_reloc.signature import SIGNATURE_NAME, input_signature
+from video_reloc.signature import input_signature
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,7 @@ def keras_predict_fn(
 
 def saved_model_predict_fn(path: str | pathlib.Path) -> BatchPredictFn:
     """The `serving_default` signature of a SavedModel as a `BatchPredictFn`."""
-    loaded = tf.saved_model.load(str(path))
-    serve = loaded.signatures[SIGNATURE_NAME]
+    serve, loaded = load_signature(path)
 
     def predict(inputs):
         outputs = serve(**{key: tf.convert_to_tensor(value) for key, value in inputs.items()})

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from video_reloc.checkpoints import is_saved_model, latest_saved_model
+from video_reloc.checkpoints import load_signature
 from video_reloc.decode import MAX_SEGMENT_LENGTH, segment_scores
 from video_reloc.errors import UserError
 from video_reloc.signature import SIGNATURE_NAME
@@ -126,12 +126,7 @@ def load_predictor(model: Any) -> tuple[Predictor, int]:
         probabilities `(B, Tr, 4)`.
     """
     if isinstance(model, str | pathlib.Path):
-        path = pathlib.Path(model)
-        if not is_saved_model(path):
-            path = latest_saved_model(path)
-            if path is None:
-                raise FileNotFoundError(f"no SavedModel in {model} nor in a version folder of it")
-        model = tf.saved_model.load(str(path))
+        model, _ = load_signature(model)
     if hasattr(model, "signatures") and SIGNATURE_NAME in getattr(model, "signatures", {}):
         model = model.signatures[SIGNATURE_NAME]
     if isinstance(model, tf.types.experimental.ConcreteFunction):
