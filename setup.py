@@ -17,6 +17,10 @@ INSTALL_REQUIRES = [
     "tqdm",
     # The REST server of video_reloc.serving (video-reloc-serve).
     "werkzeug>=3",
+    # video-reloc-features and relocalize on video files: decoding with FFmpeg's bindings.
+    "av>=12",
+    # Figures: TensorBoard images, evaluate --plots and relocalize --plot.
+    "matplotlib>=3.7",
 ]
 
 EXTRAS_REQUIRE = {
