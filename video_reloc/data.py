@@ -45,6 +45,7 @@ class Examples:
         query_location: `(N, 2)` int32 [start, end) of each query in its whole video.
         reference_location: `(N, 2)` int32 [start, end) of each reference window in its video.
         reference_seconds_per_feature: `(N,)` float32 seconds covered by one reference row.
+        query_seconds_per_feature: `(N,)` float32 seconds covered by one query row.
     """
 
     query: list[np.ndarray]
@@ -56,6 +57,7 @@ class Examples:
     query_location: np.ndarray | None = None
     reference_location: np.ndarray | None = None
     reference_seconds_per_feature: np.ndarray | None = None
+    query_seconds_per_feature: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.query)
@@ -92,6 +94,7 @@ class Examples:
             query_location=pick(self.query_location),
             reference_location=pick(self.reference_location),
             reference_seconds_per_feature=pick(self.reference_seconds_per_feature),
+            query_seconds_per_feature=pick(self.query_seconds_per_feature),
         )
 
 
@@ -163,6 +166,7 @@ def load_split(
             "query_location",
             "reference_location",
             "reference_seconds_per_feature",
+            "query_seconds_per_feature",
         )
     }
     for ex in tfds.as_numpy(ds):
@@ -181,6 +185,7 @@ def load_split(
         query_location=np.asarray(rows["query_location"], np.int32).reshape(-1, 2),
         reference_location=np.asarray(rows["reference_location"], np.int32).reshape(-1, 2),
         reference_seconds_per_feature=np.asarray(rows["reference_seconds_per_feature"], np.float32),
+        query_seconds_per_feature=np.asarray(rows["query_seconds_per_feature"], np.float32),
     )
 
 

@@ -333,29 +333,14 @@ def distribute_batch(
 
 
 def _image_writer(model: VideoRelocModel, examples: data.Examples):
-    """A function writing the timeline (Fig. 4) and attention (Fig. 5) images of `examples`."""
-    inputs, gt = data.pad_batch(examples.query, examples.reference, examples.groundtruth)
+    """A function writing the timeline (Fig. 4) and attention (Fig. 5) figures of `examples`."""
+    outputs_fn = evaluation.keras_outputs_fn(model)
 
-    @tf.function(input_signature=[evaluation.input_signature(examples.feature_dim)])
-    def forward(inputs):
-        outputs = model(inputs, training=False, return_attention=True)
-        return tf.exp(outputs["log_probabilities"]), outputs["attention"]
-
-    def write(predicted: np.ndarray, step: int) -> None:
-        probabilities, attention = (t.numpy() for t in forward(inputs))
-        timeline = visualize.timeline_image(
-            gt, predicted, inputs["reference_length"], probabilities
-        )
-        maps = visualize.stack_images(
-            [
-                visualize.attention_image(a, r, q, g)
-                for a, r, q, g in zip(
-                    attention, inputs["reference_length"], inputs["query_length"], gt
-                )
-            ]
-        )
-        tf.summary.image("segments_on_timeline", timeline[None], step=step)
-        tf.summary.image("attention", maps[None], step=step)
+    def write(step: int) -> None:
+        figures = evaluation.pair_figures(outputs_fn, examples)
+        for name, index in (("segments_on_timeline", 0), ("attention", 1)):
+            images = np.stack([visualize.figure_image(pair[index]) for pair in figures])
+            tf.summary.image(name, images, step=step, max_outputs=len(images))
 
     return write
 
@@ -461,7 +446,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
                 tf.summary.scalar(f"accuracy/{key}", value, step=n)
             tf.summary.scalar("mean_iou", float(np.mean(predictions.iou)), step=n)
             if num_images:
-                write_images(predictions.segments[:num_images], n)
+                write_images(n)
         improved = results["mean"] > float(best_mean.numpy())
         if improved:
             best_mean.assign(results["mean"])
