@@ -43,6 +43,7 @@ CONSOLE_SCRIPTS = [
     "video-reloc-serve=video_reloc_bin.serve:run",
     "video-reloc-relocalize=video_reloc_bin.relocalize:run",
     "video-reloc-benchmark=video_reloc_bin.benchmark:run",
+    "video-reloc-features=video_reloc_bin.features:run",
 ]
 
 setup(
