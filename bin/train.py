@@ -42,14 +42,15 @@ flags.DEFINE_enum(
 flags.DEFINE_string(
     "dataset",
     None,
-    "TFDS dataset, activitynet_reloc/CONFIG (c3d or synthetic)." + _default("dataset"),
+    "TFDS dataset, activitynet_reloc/CONFIG (c3d, synthetic, or custom: your own data in "
+    "--manual_dir)." + _default("dataset"),
 )
 flags.DEFINE_string("data_dir", None, "TFDS data dir. Default: TFDS's (~/tensorflow_datasets).")
 flags.DEFINE_string(
     "manual_dir",
     None,
-    "Folder of the raw files of config c3d (annotations, length.json, C3D HDF5), handed to the "
-    "builder when the dataset is not built yet.",
+    "Folder of the raw files of config c3d or custom (annotations, length.json, features), "
+    "handed to the builder when the dataset is not built yet.",
 )
 flags.DEFINE_integer("train_steps", None, "Training steps in all." + _default("train_steps"))
 flags.DEFINE_integer(

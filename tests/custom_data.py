@@ -70,6 +70,13 @@ def write_manual_dir(
     annotations = {"version": "custom", "taxonomy": taxonomy(classes), "database": database}
     (root / "activity_net.v1-3.min.json").write_text(json.dumps(annotations))
     (root / "length.json").write_text(json.dumps(lengths))
-    info = {"backbone": "generated", "frame_rate": FPS, "clip_length": CLIP, "feature_dim": dim}
+    info = {
+        "backbone": "generated",
+        "weights_sha256": "0" * 64,
+        "frame_rate": FPS,
+        "clip_length": CLIP,
+        "frame_size": [32, 32],
+        "feature_dim": dim,
+    }
     (root / "features.json").write_text(json.dumps(info))
     return root

@@ -130,6 +130,13 @@ def dataset_builder(
     return builder
 
 
+def feature_spec(builder) -> dict | None:
+    """How the dataset's features were made (`video_reloc.features.FeatureSpec` as JSON), when
+    the dataset records it (config `custom` on features of `video-reloc-features`)."""
+    metadata = builder.info.metadata or {}
+    return dict(metadata["features"]) if "features" in metadata else None
+
+
 def load_split(
     split: str,
     dataset: str = DEFAULT_DATASET,
