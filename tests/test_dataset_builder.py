@@ -198,19 +198,18 @@ def test_length_entry_missing_names_video(tmp_path):
         _build(manual, tmp_path / "data")
 
 
-@pytest.mark.slow
-def test_tfds_build_command(tmp_path):
+def _tfds_build(config, manual_dir, data_dir):
+    """Runs `tfds build` (the command) on one config."""
     tfds_cli = pathlib.Path(sys.executable).parent / "tfds"
     if not tfds_cli.exists():
         pytest.skip(f"no tfds command next to {sys.executable}")
-    data_dir = tmp_path / "data"
     result = subprocess.run(
         [
             str(tfds_cli),
             "build",
             "tfds_activitynet_reloc/activitynet_reloc",
-            "--config=c3d",
-            f"--manual_dir={DUMMY}",
+            f"--config={config}",
+            f"--manual_dir={manual_dir}",
             f"--data_dir={data_dir}",
         ],
         cwd=REPO_ROOT,
@@ -219,6 +218,12 @@ def test_tfds_build_command(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_tfds_build_command(tmp_path):
+    data_dir = tmp_path / "data"
+    _tfds_build("c3d", DUMMY, data_dir)
     for split, n in C3D_SPLITS.items():
         ds = tfds.load("activitynet_reloc/c3d", split=split, data_dir=data_dir, download=False)
         assert sum(1 for _ in ds) == n
@@ -424,25 +429,8 @@ def test_custom_on_activitynet_files_with_the_release_split_is_c3d(tmp_path):
 
 @pytest.mark.slow
 def test_tfds_build_command_custom(custom_manual, tmp_path):
-    tfds_cli = pathlib.Path(sys.executable).parent / "tfds"
-    if not tfds_cli.exists():
-        pytest.skip(f"no tfds command next to {sys.executable}")
     data_dir = tmp_path / "data"
-    result = subprocess.run(
-        [
-            str(tfds_cli),
-            "build",
-            "tfds_activitynet_reloc/activitynet_reloc",
-            "--config=custom",
-            f"--manual_dir={custom_manual}",
-            f"--data_dir={data_dir}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _tfds_build("custom", custom_manual, data_dir)
     builder = tfds.builder("activitynet_reloc/custom", data_dir=data_dir)
     assert {k: v.num_examples for k, v in builder.info.splits.items()} == {
         "train": 18,

@@ -217,6 +217,14 @@ def _window_batches(
 
 
 def relocalize(
+    model: Any, query: np.ndarray, reference: np.ndarray, **options: Any
+) -> list[Segment]:
+    """The `top_k` segments of `reference` that match `query` (`search`'s, without the
+    probabilities; the same arguments)."""
+    return search(model, query, reference, **options).segments
+
+
+def search(
     model: Any,
     query: np.ndarray,
     reference: np.ndarray,
@@ -228,7 +236,7 @@ def relocalize(
     batch_size: int = 64,
     candidates_per_window: int = 16,
     max_segment_length: int = MAX_SEGMENT_LENGTH,
-) -> list[Segment]:
+) -> Relocalization:
     """Finds the `top_k` segments of `reference` that match `query`, for any reference length.
 
     Args:
@@ -246,37 +254,9 @@ def relocalize(
         max_segment_length: The longest segment, in features.
 
     Returns:
-        Up to `top_k` segments, best first, in features and seconds of the whole reference.
+        A `Relocalization`: up to `top_k` segments, best first, in features and seconds of the
+        whole reference, and the per-step probabilities.
     """
-    return search(
-        model,
-        query,
-        reference,
-        top_k=top_k,
-        window=window,
-        stride=stride,
-        nms_threshold=nms_threshold,
-        seconds_per_feature=seconds_per_feature,
-        batch_size=batch_size,
-        candidates_per_window=candidates_per_window,
-        max_segment_length=max_segment_length,
-    ).segments
-
-
-def search(
-    model: Any,
-    query: np.ndarray,
-    reference: np.ndarray,
-    top_k: int = 5,
-    window: int = WINDOW,
-    stride: int = WINDOW // 2,
-    nms_threshold: float = 0.5,
-    seconds_per_feature: float = FRAMES_PER_FEATURE / DEFAULT_FPS,
-    batch_size: int = 64,
-    candidates_per_window: int = 16,
-    max_segment_length: int = MAX_SEGMENT_LENGTH,
-) -> Relocalization:
-    """`relocalize`, returning the per-step probabilities too (arguments as `relocalize`'s)."""
     predict, feature_dim = model if isinstance(model, tuple) else load_predictor(model)
     query = np.asarray(query, np.float32)
     reference = np.asarray(reference, np.float32)
