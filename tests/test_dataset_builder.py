@@ -23,6 +23,7 @@ from tfds_activitynet_reloc.reorganize import (
     draw_pairs,
     split_classes,
 )
+from video_reloc import data
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DUMMY = pathlib.Path(anr.__file__).parent / "dummy_data"
@@ -405,6 +406,16 @@ def test_custom_missing_files_and_videos(custom_manual, tmp_path, caplog):
     assert "1 of 30 videos are not in features.hdf5; their 1 segments are skipped" in caplog.text
     assert "cracking_4" in caplog.text
     assert builder.info.splits["train"].num_examples == 3 * custom_data.VIDEOS_PER_CLASS - 1
+
+
+def test_custom_built_from_other_files_is_refused(custom_built, custom_manual, tmp_path):
+    data_dir = pathlib.Path(custom_built.data_dir).parents[2]  # DIR/activitynet_reloc/custom/1.0.0
+    same = data.dataset_builder("activitynet_reloc/custom", data_dir, custom_manual)
+    assert same.info.splits["train"].num_examples == custom_built.info.splits["train"].num_examples
+    manual = _custom_copy(custom_manual, tmp_path)
+    _edit_annotations(manual, lambda a: a["database"]["slicing_1"].update(duration=99.0))
+    with pytest.raises(ValueError, match="was built from other files than those in"):
+        data.dataset_builder("activitynet_reloc/custom", data_dir, manual)
 
 
 def test_custom_on_activitynet_files_with_the_release_split_is_c3d(tmp_path):

@@ -109,8 +109,9 @@ def dataset_builder(
     Args:
         dataset: `activitynet_reloc/CONFIG[:VERSION]`, e.g. `activitynet_reloc/synthetic`.
         data_dir: The TFDS data dir (`None`: TFDS's default, `~/tensorflow_datasets`).
-        manual_dir: Where the manual files of config `c3d` are; handed to the builder when
-            the dataset is not built yet.
+        manual_dir: Where the manual files of config `c3d` or `custom` are; handed to the
+            builder when the dataset is not built yet. A `custom` dataset built from other
+            files than these is refused.
         prepare: Whether to build the dataset when it is not built yet.
 
     Returns:
@@ -119,9 +120,16 @@ def dataset_builder(
     import tensorflow_datasets as tfds
 
     # Registers activitynet_reloc with TFDS.
-    from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder  # noqa: F401
+    from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder as anr
 
     builder = tfds.builder(dataset, data_dir=None if data_dir is None else str(data_dir))
+    if builder.is_prepared() and manual_dir is not None:
+        built_from = (builder.info.metadata or {}).get("manual_fingerprint")
+        if built_from is not None and built_from != anr.manual_fingerprint(manual_dir):
+            raise ValueError(
+                f"{dataset} in {builder.data_dir} was built from other files than those in "
+                f"{manual_dir}; pass another --data_dir (or delete that folder) to build them"
+            )
     if prepare and not builder.is_prepared():
         config = tfds.download.DownloadConfig(
             manual_dir=None if manual_dir is None else str(manual_dir)

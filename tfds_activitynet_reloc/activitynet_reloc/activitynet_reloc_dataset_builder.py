@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.util
 import json
 import pathlib
@@ -256,6 +257,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             )
         if features.info is not None:
             self.info.metadata["features"] = features.info
+        if cfg.source == "custom":
+            self.info.metadata["manual_fingerprint"] = manual_fingerprint(manual_dir)
         kept = {
             split: [s for s in segments[split] if s["id"] not in missing] for split in _TFDS_SPLITS
         }
@@ -383,6 +386,20 @@ def custom_features_layout(manual_dir: pathlib.Path) -> FeaturesLayout:
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{info_path}: no valid clip_length ({e!r})") from e
     return FeaturesLayout(manual_dir / FEATURES_FILE, None, 1, frames_per_feature, info)
+
+
+def manual_fingerprint(manual_dir: str | pathlib.Path) -> str:
+    """SHA-256 of what config `custom` reads from a manual dir: its JSON files' bytes and its
+    features file's name and size (not its bytes: it may hold gigabytes)."""
+    manual_dir = pathlib.Path(manual_dir)
+    digest = hashlib.sha256()
+    for name in (ANNOTATIONS_FILE, LENGTHS_FILE, SPLITS_FILE, FEATURES_INFO_FILE):
+        path = manual_dir / name
+        digest.update(name.encode() + (path.read_bytes() if path.exists() else b"-"))
+    for name in (FEATURES_FILE, C3D_FEATURES_FILE):
+        path = manual_dir / name
+        digest.update(f"{name} {path.stat().st_size if path.exists() else -1}".encode())
+    return digest.hexdigest()
 
 
 def _read_json(path: pathlib.Path) -> Any:
