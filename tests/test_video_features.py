@@ -43,7 +43,7 @@ def _run(args, env=None, timeout=300):
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-    """Fifteen videos (3 of each of 5 classes) and their annotations in seconds."""
+    """Fifteen videos (3 of each of 5 classes), a broken one, their annotations in seconds."""
     root = tmp_path_factory.mktemp("videos")
     folder = root / "videos"
     folder.mkdir()
@@ -70,17 +70,29 @@ def videos(tmp_path_factory):
                     for s, e, label in segments
                 ],
             }
+    (folder / "broken.mp4").write_bytes(rng.bytes(4000))  # cannot be decoded
+    (folder / "notes.txt").write_text("not a video")  # not a video's ending: not read
     backbone = video_data.tiny_backbone(root / "tiny.keras")
     return folder, backbone, database
 
 
 @pytest.fixture(scope="module")
-def manual_dir(videos):
-    """The features of the videos plus their annotations: a manual dir of config custom."""
-    folder, backbone, database = videos
+def extraction(videos):
+    """`video-reloc-features` on the folder of videos."""
+    folder, backbone, _ = videos
     manual = folder.parent / "manual"
-    report = features.extract_features(folder, manual, backbone=backbone, progress=False)
-    assert len(report.written) == len(database) and not report.failed
+    proc = _run(
+        [*_command("features"), f"--input={folder}", f"--output={manual}", f"--backbone={backbone}"]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return manual, proc
+
+
+@pytest.fixture(scope="module")
+def manual_dir(videos, extraction):
+    """The features of the videos plus their annotations: a manual dir of config custom."""
+    _, _, database = videos
+    manual, _ = extraction
     nodes = [{"nodeId": 0, "nodeName": "Shapes", "parentId": None, "parentName": None}] + [
         {"nodeId": k + 1, "nodeName": name, "parentId": 0, "parentName": "Shapes"}
         for k, name in enumerate(video_data.CLASSES)
@@ -92,7 +104,7 @@ def manual_dir(videos):
 
 def test_sample_frames_take_the_frame_shown_at_each_time(videos):
     folder, _, _ = videos
-    path = sorted(folder.glob("*.mp4"))[0]
+    path = folder / "blue_square_0.mp4"
     written = video_data.frames(SECONDS, [])  # background only: compare the slow drift
     full = np.stack(list(features.sample_frames(path, 16, (video_data.HEIGHT, video_data.WIDTH))))
     assert full.shape == (SECONDS * 16, video_data.HEIGHT, video_data.WIDTH, 3)
@@ -153,31 +165,23 @@ def test_features_layout_and_spec(videos, manual_dir):
     assert inside > 3 * np.linalg.norm(rows[1] - rows[0])
 
 
-def test_second_run_skips_written_videos_and_names_undecodable_files(videos, tmp_path):
-    folder, backbone, _ = videos
-    source = tmp_path / "in"
-    source.mkdir()
-    for path in sorted(folder.glob("*.mp4"))[:2]:
-        shutil.copy(path, source / path.name)
-    (source / "broken.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
-    (source / "notes.txt").write_text("not a video")  # not a video ending: ignored
-    output = tmp_path / "out"
-    first = features.extract_features(source, output, backbone=backbone, progress=False)
-    assert sorted(first.written) == sorted(p.stem for p in folder.glob("*.mp4"))[:2]
-    assert list(first.failed) == [str(source / "broken.mp4")]
-    assert "Invalid data" in first.failed[str(source / "broken.mp4")]
-    written = (output / "features.hdf5").read_bytes()
-
-    proc = _run([*_command("features"), f"--input={source}", f"--output={output}",
-                 f"--backbone={backbone}"])  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "0 videos written, 2 already there, 1 could not be decoded" in proc.stdout
-    assert f"skipped {source / 'broken.mp4'}" in proc.stdout
-    assert (output / "features.hdf5").read_bytes() == written
+def test_features_binary_names_undecodable_files_and_a_second_run_skips(
+    videos, extraction, tmp_path
+):
+    folder, backbone, database = videos
+    manual, proc = extraction
+    assert f"{len(database)} videos written, 0 already there, 1 could not be decoded" in proc.stdout
+    assert f"skipped {folder / 'broken.mp4'}: Invalid data" in proc.stdout
     assert "videos: 100%" in proc.stderr  # the progress bar
+    written = (manual / "features.hdf5").read_bytes()
+
+    again = features.extract_features(folder, manual, backbone=backbone, progress=False)
+    assert (again.written, sorted(again.skipped)) == ([], sorted(database))
+    assert list(again.failed) == [str(folder / "broken.mp4")]
+    assert (manual / "features.hdf5").read_bytes() == written
 
     with pytest.raises(features.FeaturesError, match="made another way; this run's frame_rate 8"):
-        features.extract_features(source, output, backbone=backbone, frame_rate=8)
+        features.extract_features(folder, manual, backbone=backbone, frame_rate=8)
     with pytest.raises(features.FeaturesError, match="no video file"):
         features.extract_features(tmp_path, tmp_path / "x", backbone=backbone)
     with pytest.raises(features.FeaturesError, match="neither a .keras file nor"):
@@ -190,10 +194,14 @@ def test_named_backbone_offline_fails_in_one_line_without_downloading(videos, tm
     env = {"KERAS_HOME": str(tmp_path / "keras"), "no_proxy": "", "NO_PROXY": ""}
     env.update({name: dead for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
     proc = _run(
-        [*_command("features"), f"--input={folder}", f"--output={tmp_path / 'out'}",
-         "--backbone=MobileNetV3Small"],
+        [
+            *_command("features"),
+            f"--input={folder}",
+            f"--output={tmp_path / 'out'}",
+            "--backbone=MobileNetV3Small",
+        ],
         env=env,
-    )  # fmt: skip
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("video-reloc-features: --backbone=MobileNetV3Small: cannot fetch")

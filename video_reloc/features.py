@@ -319,8 +319,8 @@ def sample_frames(
                 while count / frame_rate < end:
                     yield image
                     count += 1
-    except av.FFmpegError as e:
-        raise VideoError(f"{type(e).__name__}: {e}") from e
+    except av.FFmpegError as e:  # "Invalid data found when processing input", ...
+        raise VideoError(getattr(e, "strerror", None) or str(e)) from e
     if count == 0:
         raise VideoError("no video frame decoded")
 
