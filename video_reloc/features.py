@@ -233,7 +233,8 @@ def load_backbone(name_or_path: str | pathlib.Path) -> Backbone:
         try:
             model = keras.models.load_model(path, compile=False)
         except Exception as e:  # noqa: BLE001 (any failure to read the file)
-            raise FeaturesError(f"--backbone={text}: cannot load the Keras model: {e}") from e
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise FeaturesError(f"--backbone={text}: cannot load the Keras model: {reason}") from e
         return Backbone(model, str(path.resolve()))
     application = getattr(keras.applications, text, None)
     if not callable(application) or not text[:1].isupper():
