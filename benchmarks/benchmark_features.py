@@ -6,7 +6,7 @@ Writes a test video (moving shapes, 640 x 360, 30 frames a second, H.264, `--sec
 then measures, at the default 16 frames sampled a second and clips of 16:
 
 - decoding alone (PyAV, frames resized to the backbone's 224 x 224);
-- the backbone alone on batches of 32 frames;
+- the backbone alone on batches of 32 frames (median of 10 calls);
 - the whole extraction (`extract_features`: decoding in a thread beside the embedding, clip
   averages, the HDF5 write), in sampled frames a second and seconds of video a second.
 
@@ -75,10 +75,12 @@ def main() -> None:
 
         batch = np.random.default_rng(0).integers(0, 255, (args.batch_size, size, size, 3))
         backbone(batch)  # traced once
-        started = time.perf_counter()
-        for _ in range(5):
+        calls = []
+        for _ in range(10):
+            started = time.perf_counter()
             backbone(batch)
-        embed = (time.perf_counter() - started) / (5 * args.batch_size)
+            calls.append(time.perf_counter() - started)
+        embed = float(np.median(calls)) / args.batch_size
 
         started = time.perf_counter()
         report = features.extract_features(
