@@ -347,6 +347,7 @@ def model_from_config(model_config: Mapping[str, Any]) -> VideoRelocModel:
         bilinear_rank=int(model_config["bilinear_rank"]),
         encoder_dropout=float(model_config["encoder_dropout"]),
         matching_dropout=float(model_config["matching_dropout"]),
+        normalization=model_config.get("normalization"),
     )
 
 

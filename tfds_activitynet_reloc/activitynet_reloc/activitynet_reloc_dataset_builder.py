@@ -1,8 +1,9 @@
 """activitynet_reloc: the video re-localization dataset of Feng et al. (ECCV 2018, Sec. 4).
 
 Build with `tfds build tfds_activitynet_reloc/activitynet_reloc --manual_dir=DIR`
-(config `c3d`, the default), `--config=synthetic` (no download) or `--config=custom
---manual_dir=DIR` (your own annotations and features, any taxonomy and D).
+(config `c3d`, the default), `--config=synthetic` or `--config=simulated_c3d` (generated, no
+download) or `--config=custom --manual_dir=DIR` (your own annotations and features, any
+taxonomy and D).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from tfds_activitynet_reloc.reorganize import (  # noqa: E402
     reorganize,
 )
 
-from . import synthetic  # noqa: E402
+from . import simulated_c3d, synthetic  # noqa: E402
 
 ANNOTATIONS_FILE = "activity_net.v1-3.min.json"
 LENGTHS_FILE = "length.json"
@@ -61,7 +62,7 @@ class ActivitynetRelocConfig(tfds.core.BuilderConfig):
         source: `"activitynet"` (ActivityNet v1.3's taxonomy and the release's class split,
             features from the manual HDF5 file), `"custom"` (any taxonomy, the classes of
             `splits.json` or of a seeded permutation, features from either HDF5 layout; see
-            `custom_features_layout`) or `"synthetic"`.
+            `custom_features_layout`), `"synthetic"` or `"simulated_c3d"` (generated).
         features_file: HDF5 file in the manual dir (group `v_<id>` per video).
         feature_name: Dataset name inside each video's group (`None`: its only dataset).
         subsample: Keep every `subsample`-th row of the HDF5 dataset.
@@ -87,8 +88,11 @@ class ActivitynetRelocConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for activitynet_reloc."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Features stored as raw bytes; configs simulated_c3d and custom.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
     Config `c3d` needs three files in `--manual_dir`:
     * `{ANNOTATIONS_FILE}`: ActivityNet v1.3 annotations, from
@@ -99,7 +103,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       http://activity-net.org/challenges/2016/download.html ("C3D features").
     * `{LENGTHS_FILE}`: frame and feature counts of every video, `data/length.json` of
       the original release https://github.com/fengyang0317/video_reloc.
-    Config `synthetic` needs no download.
+    Configs `synthetic` and `simulated_c3d` need no download.
 
     Config `custom` builds your own data; `--manual_dir` holds:
     * `{ANNOTATIONS_FILE}`: annotations in the ActivityNet layout (`taxonomy`, `database`
@@ -124,6 +128,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             feature_dim=synthetic.DIM,
         ),
         ActivitynetRelocConfig(
+            name="simulated_c3d",
+            description=(
+                "Generated features that are hard the way C3D features of ActivityNet are "
+                "(D=500): ActivityNet's classes, split and segment and reference lengths; shots "
+                "whose appearance dominates every feature; the action a small signal in a "
+                "16-dimensional subspace, rendered differently in every video. No download."
+            ),
+            source="simulated_c3d",
+            feature_dim=simulated_c3d.DIM,
+        ),
+        ActivitynetRelocConfig(
             name="custom",
             description=(
                 "Your own annotations (ActivityNet layout, any taxonomy) and features (any D) "
@@ -141,15 +156,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
         if cfg.source == "synthetic":
-            label = tfds.features.ClassLabel(names=synthetic.class_names(cfg.synthetic_num_classes))
+            names = synthetic.class_names(cfg.synthetic_num_classes)
+        elif cfg.source == "simulated_c3d":
+            names = simulated_c3d.class_names()
         elif cfg.source == "custom":
-            label = tfds.features.ClassLabel()  # the names are read from the manual dir
+            names = None  # read from the manual dir
         else:
-            label = tfds.features.ClassLabel(names=list(ACTIVITYNET_CLASSES))
-        # Any D: TFDS stores a tensor of two unknown dimensions as bytes with its shape.
-        encoding = "bytes" if cfg.feature_dim is None else "none"
+            names = list(ACTIVITYNET_CLASSES)
+        label = tfds.features.ClassLabel(names=names)
+        # Raw bytes: a hundred times faster to write than a float list of every value, and
+        # what a tensor of two unknown dimensions (config custom: any D) needs.
         feats = tfds.features.Tensor(
-            shape=(None, cfg.feature_dim), dtype=np.float32, encoding=encoding
+            shape=(None, cfg.feature_dim), dtype=np.float32, encoding=tfds.features.Encoding.BYTES
         )
         loc = tfds.features.Tensor(shape=(2,), dtype=np.int32)
         sec = tfds.features.Tensor(shape=(), dtype=np.float32)
@@ -176,10 +194,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         cfg = self.builder_config
-        if cfg.source == "synthetic":
-            data = synthetic.generate(
-                cfg.synthetic_num_classes, cfg.synthetic_segments_per_class, cfg.feature_dim
-            )
+        if cfg.source in ("synthetic", "simulated_c3d"):
+            if cfg.source == "synthetic":
+                data = synthetic.generate(
+                    cfg.synthetic_num_classes, cfg.synthetic_segments_per_class, cfg.feature_dim
+                )
+            else:
+                data = simulated_c3d.generate()
             segments = {
                 split: [dict(s, label=data.class_names[s["label"]]) for s in segs]
                 for split, segs in data.segments.items()
