@@ -15,7 +15,7 @@ import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its setti
 # isort: split
 from absl import app, flags
 
-from video_reloc import evaluation
+from video_reloc import data, evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -58,20 +58,23 @@ flags.mark_flag_as_required("model")
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    evaluation.evaluate(
-        evaluation.EvaluateConfig(
-            model=FLAGS.model,
-            split=FLAGS.split,
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            manual_dir=FLAGS.manual_dir,
-            batch_size=FLAGS.batch_size,
-            output=FLAGS.output,
-            predictions_output=FLAGS.predictions_output,
-            plots=FLAGS.plots,
-            num_plots=FLAGS.num_plots,
+    try:
+        evaluation.evaluate(
+            evaluation.EvaluateConfig(
+                model=FLAGS.model,
+                split=FLAGS.split,
+                dataset=FLAGS.dataset,
+                data_dir=FLAGS.data_dir,
+                manual_dir=FLAGS.manual_dir,
+                batch_size=FLAGS.batch_size,
+                output=FLAGS.output,
+                predictions_output=FLAGS.predictions_output,
+                plots=FLAGS.plots,
+                num_plots=FLAGS.num_plots,
+            )
         )
-    )
+    except data.DatasetError as e:
+        raise SystemExit(f"video-reloc-evaluate: {e}") from None
 
 
 def run() -> None:

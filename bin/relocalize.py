@@ -54,23 +54,27 @@ flags.DEFINE_string(
 
 def main(argv):
     del argv
-    result = relocalize.relocalize_files(
-        FLAGS.model,
-        FLAGS.query,
-        FLAGS.reference,
-        top_k=FLAGS.top_k,
-        window=FLAGS.window,
-        stride=FLAGS.stride,
-        nms_threshold=FLAGS.nms_threshold,
-        fps=FLAGS.fps,
-        frames_per_feature=FLAGS.frames_per_feature,
-        subsample=FLAGS.subsample,
-        feature_name=FLAGS.feature_name,
-        query_range=FLAGS.query_range,
-        batch_size=FLAGS.batch_size,
-        backbone=FLAGS.backbone,
-        plot=FLAGS.plot,
-    )
+    try:
+        result = relocalize.relocalize_files(
+            FLAGS.model,
+            FLAGS.query,
+            FLAGS.reference,
+            top_k=FLAGS.top_k,
+            window=FLAGS.window,
+            stride=FLAGS.stride,
+            nms_threshold=FLAGS.nms_threshold,
+            fps=FLAGS.fps,
+            frames_per_feature=FLAGS.frames_per_feature,
+            subsample=FLAGS.subsample,
+            feature_name=FLAGS.feature_name,
+            query_range=FLAGS.query_range,
+            batch_size=FLAGS.batch_size,
+            backbone=FLAGS.backbone,
+            plot=FLAGS.plot,
+        )
+    except (OSError, KeyError, ValueError) as e:  # a file, video or flag, named in one line
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise SystemExit(f"video-reloc-relocalize: {message}") from None
     print(json.dumps([segment.to_dict() for segment in result.segments], indent=2))
 
 

@@ -16,7 +16,7 @@ import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its setti
 # isort: split
 from absl import app, flags
 
-from video_reloc import training
+from video_reloc import data, training
 from video_reloc.model import ABLATIONS
 
 FLAGS = flags.FLAGS
@@ -163,7 +163,10 @@ def main(argv: list[str]) -> None:
         overrides["encoder_dropout"] = round(1.0 - FLAGS.encoder_keep_prob, 10)
     if FLAGS.matching_keep_prob is not None:
         overrides["matching_dropout"] = round(1.0 - FLAGS.matching_keep_prob, 10)
-    training.train(training.preset_config(FLAGS.preset, model_dir=FLAGS.model_dir, **overrides))
+    try:
+        training.train(training.preset_config(FLAGS.preset, model_dir=FLAGS.model_dir, **overrides))
+    except data.DatasetError as e:  # a bad or missing manual file, named in one line
+        raise SystemExit(f"video-reloc-train: {e}") from None
 
 
 def run() -> None:

@@ -315,3 +315,65 @@ def test_evaluate_plots_of_test_pairs(trained, tmp_path):
     ]
     for name in names:
         assert (plots / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_binary_names_a_bad_manual_file_in_one_line(manual_dir, tmp_path):
+    """A NaN in one video's features: the video, the file and the rows, before any example."""
+    manual = tmp_path / "manual"
+    shutil.copytree(manual_dir, manual)
+    with h5py.File(manual / "features.hdf5", "a") as h5:
+        h5["v_green_bar_1/features"][4, 2] = np.nan
+    proc = _run(
+        [
+            *_command("train"),
+            "--dataset=activitynet_reloc/custom",
+            f"--manual_dir={manual}",
+            f"--data_dir={tmp_path / 'data'}",
+            f"--model_dir={tmp_path / 'model'}",
+        ]
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"video-reloc-train: activitynet_reloc/custom: {manual / 'features.hdf5'}: video "
+        "green_bar_1: NaN or infinite values in feature rows [4]"
+    )
+    assert not list((tmp_path / "data").rglob("*.tfrecord*"))
+
+
+@pytest.mark.slow
+def test_relocalize_binary_on_video_files(trained, videos, tmp_path):
+    """The command as the README gives it: JSON segments in seconds, and the figure."""
+    model_dir, _, _ = trained
+    folder, _, database = videos
+    (q0, q1) = database["red_disc_0"]["annotations"][0]["segment"]
+    proc = _run(
+        [
+            *_command("relocalize"),
+            f"--model={model_dir / 'export'}",
+            f"--query={folder / 'red_disc_0.mp4'}",
+            f"--query_range={int(q0)}:{int(q1)}",
+            f"--reference={folder / 'red_disc_1.mp4'}",
+            "--top_k=2",
+            f"--plot={tmp_path / 'timeline.png'}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    segments = json.loads(proc.stdout)
+    assert 1 <= len(segments) <= 2
+    for segment in segments:
+        assert segment["start_seconds"] == segment["start"]  # one feature a second
+        assert 0 <= segment["start_seconds"] < segment["end_seconds"] <= SECONDS
+    assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    missing = folder / "no_such_video.mp4"
+    proc = _run(
+        [
+            *_command("relocalize"),
+            f"--model={model_dir / 'export'}",
+            f"--query={missing}",
+            f"--reference={folder / 'red_disc_1.mp4'}",
+        ]
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"video-reloc-relocalize: --query={missing}: no such file"

@@ -99,6 +99,10 @@ class Examples:
         )
 
 
+class DatasetError(ValueError):
+    """A dataset that cannot be found, built or read; one line naming the file, video or field."""
+
+
 def dataset_builder(
     dataset: str = DEFAULT_DATASET,
     data_dir: str | pathlib.Path | None = None,
@@ -117,17 +121,25 @@ def dataset_builder(
 
     Returns:
         A `tfds.core.DatasetBuilder`.
+
+    Raises:
+        DatasetError: One line naming the dataset and the file, video or field at fault: an
+            unknown dataset or config, missing or bad manual files (the builder checks them
+            all before it writes anything), a `custom` dataset built from other files.
     """
     import tensorflow_datasets as tfds
 
     # Registers activitynet_reloc with TFDS.
     from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder as anr
 
-    builder = tfds.builder(dataset, data_dir=None if data_dir is None else str(data_dir))
+    try:
+        builder = tfds.builder(dataset, data_dir=None if data_dir is None else str(data_dir))
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        raise DatasetError(f"--dataset={dataset}: {_first_line(e)}") from e
     if builder.is_prepared() and manual_dir is not None:
         built_from = (builder.info.metadata or {}).get("manual_fingerprint")
         if built_from is not None and built_from != anr.manual_fingerprint(manual_dir):
-            raise ValueError(
+            raise DatasetError(
                 f"{dataset} in {builder.data_dir} was built from other files than those in "
                 f"{manual_dir}; pass another --data_dir (or delete that folder) to build them"
             )
@@ -135,8 +147,22 @@ def dataset_builder(
         config = tfds.download.DownloadConfig(
             manual_dir=None if manual_dir is None else str(manual_dir)
         )
-        builder.download_and_prepare(download_config=config)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+            # The builder's own errors name the file and video; TFDS's name the manual dir.
+            raise DatasetError(f"{dataset}: {_first_line(e)}") from e
     return builder
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's message on one line (KeyError's without its quotes), without a closing
+    sentence that introduces the lines after it ("... using instructions:")."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    line = (text.strip().splitlines() or [type(error).__name__])[0]
+    if line.endswith(":") and ". " in line:
+        line = line.rsplit(". ", 1)[0] + "."
+    return line
 
 
 def feature_spec(builder) -> dict | None:
