@@ -363,6 +363,11 @@ def test_custom_bad_annotations_are_named(custom_manual, tmp_path):
     with pytest.raises(ValueError, match="2 leaf classes; .* need at least 3") as err:
         _build(manual, tmp_path / "data", config="custom")
     assert "activity_net.v1-3.min.json" in str(err.value)
+
+    manual = _custom_copy(custom_manual, tmp_path / "none")
+    _edit_annotations(manual, lambda annotations: annotations.pop("taxonomy"))
+    with pytest.raises(ValueError, match=r"activity_net\.v1-3\.min\.json: no 'taxonomy'"):
+        _build(manual, tmp_path / "data", config="custom")
     _assert_nothing_written(tmp_path / "data")
 
 

@@ -159,6 +159,22 @@ def test_reorganize_by_named_splits_and_unknown_labels():
         reorganize(annotations, lengths, splits=splits)
 
 
+@pytest.mark.parametrize(
+    "segment", [[3.0], "a", [1.0, "2"], [float("nan"), 4.0], [True, 4.0], None]
+)
+def test_a_malformed_segment_is_named_with_its_video(segment):
+    database = {
+        "vid": {"duration": 160.0, "annotations": [_anno(10, 20, "class00")]},
+        "other": {
+            "duration": 160.0,
+            "annotations": [_anno(10, 20, "class01"), {"segment": segment, "label": "class01"}],
+        },
+    }
+    lengths = {v: {"n_frames": 2560, "n_feat": 160} for v in database}
+    with pytest.raises(ValueError, match=r"video other: annotation 1: segment .* is not \[start"):
+        _tiny(database, lengths)
+
+
 def test_locations():
     # 100 s, 2500 frames: 25 frames a second, a feature every 16 frames, 156 features.
     assert start_location(2500, 100.0, 10.0) == 15  # frame 250

@@ -564,7 +564,7 @@ def reorganize(
     classes = leaf_classes(annotations["taxonomy"])
     if not isinstance(annotations["database"], Mapping):
         raise ValueError("'database' must map video ids to videos")
-    _check_labels(annotations["database"], classes)
+    _check_annotations(annotations["database"], classes)
     if splits is not None:
         split_names = check_splits(splits, list(classes))
     else:
@@ -593,14 +593,28 @@ def reorganize(
     return result
 
 
-def _check_labels(database: Mapping[str, Any], classes: Mapping[str, int]) -> None:
-    """Raises unless every annotation of every video is labelled with a leaf class."""
+def _check_annotations(database: Mapping[str, Any], classes: Mapping[str, int]) -> None:
+    """Raises unless every annotation of every video is a `segment` [start, end] of finite
+    seconds labelled with a leaf class (a segment whose end is not after its start is
+    skipped later, as the release skips it)."""
     for video_id, video in database.items():
         try:
-            labels = [a["label"] for a in video["annotations"]]
+            annotations = [(a["segment"], a["label"]) for a in video["annotations"]]
         except (KeyError, TypeError) as e:
             raise ValueError(f"video {video_id}: malformed annotation entry ({e!r})") from e
-        for label in labels:
+        for k, (segment, label) in enumerate(annotations):
+            if not (
+                isinstance(segment, list | tuple)
+                and len(segment) == 2
+                and all(
+                    isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+                    for t in segment
+                )
+            ):
+                raise ValueError(
+                    f"video {video_id}: annotation {k}: segment {segment!r} is not "
+                    "[start, end] in seconds"
+                )
             if not isinstance(label, str) or label not in classes:
                 raise ValueError(
                     f"video {video_id}: label {label!r} is not a leaf class of the taxonomy"

@@ -218,6 +218,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         annotations = _read_json(annotations_path)
         lengths = _read_json(manual_dir / LENGTHS_FILE)
         perm, splits = RELEASE_PERM, None
+        if not isinstance(annotations, dict) or "taxonomy" not in annotations:
+            raise ValueError(
+                f"{annotations_path}: no 'taxonomy' (annotations in ActivityNet's layout hold a "
+                "'taxonomy' and a 'database')"
+            )
         try:
             classes = leaf_classes(annotations["taxonomy"])
         except (ValueError, KeyError, TypeError) as e:
