@@ -411,13 +411,23 @@ def test_custom_missing_files_and_videos(custom_manual, tmp_path, caplog):
         _build(manual, tmp_path / "data", config="custom")
     _assert_nothing_written(tmp_path / "data")
 
+    # cracking_4 lost its features; peeling_2 was never made (no features, no length entry),
+    # as a file video-reloc-features could not decode: both skipped and counted.
     manual = _custom_copy(custom_manual, tmp_path / "gone")
     _rewrite_custom(manual, "cracking_4", lambda x: None)
+    _rewrite_custom(manual, "peeling_2", lambda x: None)
+    lengths = json.loads((manual / "length.json").read_text())
+    del lengths["peeling_2"]
+    (manual / "length.json").write_text(json.dumps(lengths))
     with caplog.at_level(logging.WARNING):
         builder = _build(manual, tmp_path / "data", config="custom")
-    assert "1 of 30 videos are not in features.hdf5; their 1 segments are skipped" in caplog.text
+    assert (
+        "1 of 30 annotated videos have neither features in features.hdf5 nor an entry in "
+        "length.json (files that could not be decoded?); they are skipped: peeling_2"
+    ) in caplog.text
+    assert "1 of 29 videos are not in features.hdf5; their 1 segments are skipped" in caplog.text
     assert "cracking_4" in caplog.text
-    assert builder.info.splits["train"].num_examples == 3 * custom_data.VIDEOS_PER_CLASS - 1
+    assert builder.info.splits["train"].num_examples == 3 * custom_data.VIDEOS_PER_CLASS - 2
 
 
 def test_custom_built_from_other_files_is_refused(custom_built, custom_manual, tmp_path):

@@ -97,7 +97,13 @@ def manual_dir(videos, extraction):
         {"nodeId": k + 1, "nodeName": name, "parentId": 0, "parentName": "Shapes"}
         for k, name in enumerate(video_data.CLASSES)
     ]
-    annotations = {"version": "shapes", "taxonomy": nodes, "database": database}
+    # broken.mp4 is annotated too: its features could not be made, so the build skips it.
+    broken = {"duration": 10.0, "annotations": [{"segment": [1.0, 4.0], "label": "Red disc"}]}
+    annotations = {
+        "version": "shapes",
+        "taxonomy": nodes,
+        "database": {**database, "broken": broken},
+    }
     (manual / "activity_net.v1-3.min.json").write_text(json.dumps(annotations))
     return manual
 
@@ -239,6 +245,8 @@ def trained(manual_dir, tmp_path_factory):
 def test_train_on_custom_carries_the_feature_spec_into_the_export(trained, manual_dir):
     model_dir, data_dir, proc = trained
     assert (data_dir / "activitynet_reloc" / "custom").is_dir()  # built by the command
+    assert "have neither features in features.hdf5 nor an entry in length.json" in proc.stderr
+    assert "they are skipped: broken" in proc.stderr
     assert "| Ours |" in proc.stdout
     spec = json.loads((manual_dir / "features.json").read_text())
     assert json.loads((model_dir / "features.json").read_text()) == spec

@@ -247,6 +247,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 except ValueError as e:
                     raise ValueError(f"{splits_path}: {e}") from e
             self.info.features["label"].names = list(classes)
+            annotations = _without_unmade_videos(annotations, lengths, features)
         try:
             segments = reorganize(
                 annotations,
@@ -433,6 +434,45 @@ def _read_json(path: pathlib.Path) -> Any:
         return json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON (truncated or corrupt?): {e}") from e
+
+
+def _without_unmade_videos(
+    annotations: Mapping[str, Any], lengths: Mapping[str, Any], features: FeaturesLayout
+) -> Mapping[str, Any]:
+    """The annotations without the videos that have neither a `length.json` entry nor
+    features (files `video-reloc-features` could not decode, or never saw); logged and counted.
+
+    A video with features but no length entry stays, and `reorganize` names it.
+    """
+    database = annotations.get("database")
+    if not isinstance(database, Mapping) or not isinstance(lengths, Mapping):
+        return annotations  # `reorganize` names what is wrong
+    absent = [vid for vid in database if vid not in lengths]
+    if not absent:
+        return annotations
+    try:
+        with h5py.File(features.path, "r") as h5:
+            unmade = [vid for vid in absent if f"v_{vid}" not in h5]
+    except OSError as e:
+        raise ValueError(
+            f"{features.path}: cannot open as HDF5 (truncated or corrupt?): {e}"
+        ) from e
+    if not unmade:
+        return annotations
+    logging.warning(
+        "%d of %d annotated videos have neither features in %s nor an entry in %s (files that "
+        "could not be decoded?); they are skipped: %s",
+        len(unmade),
+        len(database),
+        features.path.name,
+        LENGTHS_FILE,
+        " ".join(sorted(unmade)),
+    )
+    unmade = set(unmade)
+    return {
+        **annotations,
+        "database": {vid: video for vid, video in database.items() if vid not in unmade},
+    }
 
 
 def _check_features(
