@@ -44,6 +44,7 @@ flags.DEFINE_string(
     "For video files: where the model's backbone (.keras) is now, if moved. Default: where the "
     "model says.",
 )
+flags.DEFINE_boolean("progress", True, "Show a progress bar of the frames of video files.")
 flags.DEFINE_string(
     "plot",
     None,
@@ -71,6 +72,7 @@ def main(argv):
             batch_size=FLAGS.batch_size,
             backbone=FLAGS.backbone,
             plot=FLAGS.plot,
+            progress=FLAGS.progress,
         )
     except (OSError, KeyError, ValueError) as e:  # a file, video or flag, named in one line
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

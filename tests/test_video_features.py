@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import video_data
 
-from video_reloc import evaluation, features, relocalize
+from video_reloc import evaluation, features, relocalize, training
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECONDS = 20  # per video
@@ -252,6 +252,8 @@ def test_train_on_custom_carries_the_feature_spec_into_the_export(trained, manua
     assert json.loads((model_dir / "features.json").read_text()) == spec
     export = relocalize.saved_model_folder(model_dir / "export")
     assert json.loads((export / "assets.extra" / "video_reloc_features.json").read_text()) == spec
+    # video-reloc-export of a checkpoint finds the spec in the checkpoint's model dir.
+    assert training.recorded_feature_spec(evaluation.find_model_dir(model_dir / "best")) == spec
     recorded = evaluation.read_train_config(model_dir)
     assert recorded["dataset"] == "activitynet_reloc/custom"
     assert evaluation.read_model_config(model_dir)["feature_dim"] == 24
@@ -372,6 +374,7 @@ def test_relocalize_binary_on_video_files(trained, videos, tmp_path):
         assert segment["start_seconds"] == segment["start"]  # one feature a second
         assert 0 <= segment["start_seconds"] < segment["end_seconds"] <= SECONDS
     assert (tmp_path / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "red_disc_1: " in proc.stderr and "frame/s" in proc.stderr  # the frames' progress
 
     missing = folder / "no_such_video.mp4"
     proc = _run(

@@ -447,6 +447,20 @@ def video_features(
     return averager.result(), averager.frames
 
 
+def frames_progress(
+    path: pathlib.Path, frame_rate: float = FRAME_RATE, show: bool = True, leave: bool = False
+) -> tqdm.tqdm:
+    """A progress bar of the frames sampled from one video (its total from the duration)."""
+    return tqdm.tqdm(
+        total=expected_frames(path, frame_rate),
+        unit="frame",
+        desc=path.stem[:24],
+        leave=leave,
+        disable=not show,
+        dynamic_ncols=True,
+    )
+
+
 def find_videos(source: str | pathlib.Path) -> list[pathlib.Path]:
     """The video files of `source`: the file itself, or a folder's files with a video ending.
 
@@ -599,14 +613,7 @@ def extract_features(
     bar = tqdm.tqdm(todo, unit="video", desc="videos", disable=not progress, dynamic_ncols=True)
     for video in bar:
         bar.set_postfix_str(video.name)
-        frames_bar = tqdm.tqdm(
-            total=expected_frames(video, frame_rate),
-            unit="frame",
-            desc=video.stem[:24],
-            leave=False,
-            disable=not progress,
-            dynamic_ncols=True,
-        )
+        frames_bar = frames_progress(video, frame_rate, progress)
         try:
             features, n_frames = video_features(
                 video, backbone, frame_rate, clip_length, batch_size, frames_bar.update

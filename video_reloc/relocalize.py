@@ -394,10 +394,17 @@ class _Input:
 class _FeatureMaker:
     """Makes video files' features as the model's were made (its `FeatureSpec`), once loaded."""
 
-    def __init__(self, spec: Mapping[str, Any] | None, model: str, backbone: str | None):
+    def __init__(
+        self,
+        spec: Mapping[str, Any] | None,
+        model: str,
+        backbone: str | None,
+        progress: bool = True,
+    ):
         self.spec = None if spec is None else video_features.FeatureSpec.from_json(spec)
         self.model = model
         self.backbone_path = backbone
+        self.progress = progress
         self._backbone = None
 
     def __call__(self, flag: str, path: pathlib.Path) -> _Input:
@@ -418,12 +425,19 @@ class _FeatureMaker:
                     f"({self.spec.backbone}): {', '.join(differences)}"
                 )
             self._backbone = backbone
+        bar = video_features.frames_progress(path, self.spec.frame_rate, self.progress)
         try:
             rows, frames = video_features.video_features(
-                path, self._backbone, self.spec.frame_rate, self.spec.clip_length
+                path,
+                self._backbone,
+                self.spec.frame_rate,
+                self.spec.clip_length,
+                on_frames=bar.update,
             )
         except video_features.VideoError as e:
             raise ValueError(f"{flag}={path}: cannot decode the video: {e}") from e
+        finally:
+            bar.close()
         return _Input(rows, self.spec, frames / self.spec.frame_rate)
 
 
@@ -486,6 +500,7 @@ def relocalize_files(
     batch_size: int = 64,
     backbone: str | None = None,
     plot: str | pathlib.Path | None = None,
+    progress: bool = True,
 ) -> Relocalization:
     """`relocalize` on feature files or video files (the console script's function).
 
@@ -508,6 +523,7 @@ def relocalize_files(
             since); `None`: as the model records it. Its weights must be the same.
         plot: A PNG file to draw the reference's timeline with the segments and the per-step
             probabilities into; `None`: no figure.
+        progress: Whether to show a progress bar of the frames of each video file.
 
     Returns:
         A `Relocalization`: up to `top_k` segments, best first, in features and seconds of
@@ -521,7 +537,7 @@ def relocalize_files(
         query_range = parse_feature_range(query_range)
     folder = saved_model_folder(model)
     raw_spec = read_feature_spec(folder)
-    make_features = _FeatureMaker(raw_spec, model, backbone)
+    make_features = _FeatureMaker(raw_spec, model, backbone, progress)
     model_spec = make_features.spec
     inputs = {}
     for flag, source in (("--query", query), ("--reference", reference)):

@@ -626,8 +626,7 @@ def export_checkpoint(config: ExportConfig) -> pathlib.Path:
     export_dir = config.export_dir
     if export_dir is None:
         export_dir = model_dir / "export"
-    path = export_saved_model(
-        model, export_dir, config.version, feature_spec=recorded_feature_spec(model_dir)
-    )
+    spec = recorded_feature_spec(model_dir) if model_dir is not None else None
+    path = export_saved_model(model, export_dir, config.version, feature_spec=spec)
     print(f"Exported {prefix} to {path}", flush=True)
     return path
