@@ -35,7 +35,9 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "data_dir", None, "TFDS data dir. Default: the model's training one, else TFDS's."
 )
-flags.DEFINE_string("manual_dir", None, "Raw files of config c3d, if the dataset is not built.")
+flags.DEFINE_string(
+    "manual_dir", None, "Raw files of config c3d or custom, if the dataset is not built."
+)
 flags.DEFINE_integer("batch_size", 64, "Pairs per batch.")
 flags.DEFINE_string(
     "output",

@@ -42,8 +42,8 @@ flags.DEFINE_enum(
 flags.DEFINE_string(
     "dataset",
     None,
-    "TFDS dataset, activitynet_reloc/CONFIG (c3d, synthetic, or custom: your own data in "
-    "--manual_dir)." + _default("dataset"),
+    "TFDS dataset, activitynet_reloc/CONFIG (c3d, synthetic, simulated_c3d, or custom: your "
+    "own data in --manual_dir)." + _default("dataset"),
 )
 flags.DEFINE_string("data_dir", None, "TFDS data dir. Default: TFDS's (~/tensorflow_datasets).")
 flags.DEFINE_string(
