@@ -474,3 +474,32 @@ def test_tfds_build_command_custom(custom_manual, tmp_path):
     assert builder.info.metadata["features"]["feature_dim"] == custom_data.DIM
     example = next(iter(tfds.as_numpy(builder.as_dataset(split="test"))))
     assert example["reference"].shape[1] == custom_data.DIM
+
+
+def test_dataset_builder_errors_are_one_line(tmp_path):
+    """What the binaries print: the dataset and the flag, folder or file at fault."""
+    with pytest.raises(data.DatasetError, match=r"^--dataset=activitynet_reloc/nosuch: ") as err:
+        data.dataset_builder("activitynet_reloc/nosuch", tmp_path / "data", tmp_path)
+    assert "\n" not in str(err.value)
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(data.DatasetError) as err:
+        data.dataset_builder("activitynet_reloc/custom", tmp_path / "data", nowhere)
+    assert str(err.value) == (
+        f"activitynet_reloc/custom: Manual directory {nowhere} does not exist or is empty."
+    )
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "activity_net.v1-3.min.json").write_text("{}")
+    with pytest.raises(data.DatasetError) as err:
+        data.dataset_builder("activitynet_reloc/custom", tmp_path / "data", manual)
+    assert str(err.value) == (
+        f"activitynet_reloc/custom: Manual file features.hdf5 (or sub_activitynet_v1-3.c3d.hdf5) "
+        f"not found in {manual}; make it with video-reloc-features --output={manual}"
+    )
+    (manual / "features.hdf5").write_bytes(b"")
+    with pytest.raises(data.DatasetError) as err:
+        data.dataset_builder("activitynet_reloc/custom", tmp_path / "data", manual)
+    assert (
+        str(err.value)
+        == f"activitynet_reloc/custom: Manual file length.json not found in {manual}."
+    )
