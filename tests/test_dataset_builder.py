@@ -431,7 +431,7 @@ def test_custom_missing_files_and_videos(custom_manual, tmp_path, caplog):
 
 
 def test_custom_built_from_other_files_is_refused(custom_built, custom_manual, tmp_path):
-    data_dir = pathlib.Path(custom_built.data_dir).parents[2]  # DIR/activitynet_reloc/custom/1.0.0
+    data_dir = pathlib.Path(custom_built.data_dir).parents[2]  # DIR/activitynet_reloc/custom/1.1.0
     same = data.dataset_builder("activitynet_reloc/custom", data_dir, custom_manual)
     assert same.info.splits["train"].num_examples == custom_built.info.splits["train"].num_examples
     manual = _custom_copy(custom_manual, tmp_path)
