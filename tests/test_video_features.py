@@ -388,3 +388,38 @@ def test_relocalize_binary_on_video_files(trained, videos, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last == f"video-reloc-relocalize: --query={missing}: no such file"
+
+
+def test_a_killed_run_loses_no_video(videos, tmp_path, monkeypatch):
+    """SIGKILL after some videos: their saved parts reach features.hdf5 on the next run."""
+    folder, backbone, database = videos
+    calls = []
+    real = features.video_features
+
+    def killed_after_two(video, *args, **kwargs):
+        if len(calls) == 2:
+            raise SystemExit("killed")  # what a kill leaves: no merge of the parts after it
+        result = real(video, *args, **kwargs)
+        calls.append(video.stem)
+        return result
+
+    monkeypatch.setattr(features, "video_features", killed_after_two)
+    monkeypatch.setattr(features, "_merge_parts", lambda output: 0)
+    with pytest.raises(SystemExit):
+        features.extract_features(folder, tmp_path, backbone=backbone, progress=False)
+    assert sorted(p.name for p in (tmp_path / ".parts").iterdir()) == [
+        f"v_{stem}.npz" for stem in sorted(calls)
+    ]
+    (tmp_path / ".features.hdf5.tmp").write_bytes(b"half a file of a killed merge")
+    monkeypatch.undo()
+
+    again = features.extract_features(folder, tmp_path, backbone=backbone, progress=False)
+    assert sorted(again.skipped) == sorted(calls)
+    assert sorted(again.written) == sorted(set(database) - set(calls))
+    assert list((tmp_path / ".parts").iterdir()) == []
+    lengths = json.loads((tmp_path / "length.json").read_text())
+    assert sorted(lengths) == sorted(database)
+    with h5py.File(tmp_path / "features.hdf5", "r") as h5:
+        assert sorted(h5) == [f"v_{stem}" for stem in sorted(database)]
+        for stem in database:
+            assert h5[f"v_{stem}/features"].shape[0] == lengths[stem]["n_feat"]

@@ -21,6 +21,12 @@ and writes, in the output folder, the layout config `custom` of the dataset buil
 One feature row covers `clip_length / frame_rate` seconds (1 s with the defaults). A video
 whose group is there already is skipped, so an interrupted run goes on where it stopped; a file
 that cannot be decoded is skipped, named and counted, and the others go on.
+
+Nothing is lost when a run is killed, even with SIGKILL: each video's features are first saved
+on their own (`.parts/v_<stem>.npz`, written under a temporary name and renamed), and
+`features.hdf5` is only ever replaced whole: its copy plus the new parts are written to
+`.features.hdf5.tmp`, which is then renamed over it. That happens at the end of a run (also
+after Ctrl-C) and at the start of the next one, which finds the parts a killed run left.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import json
 import os
 import pathlib
 import queue
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -535,14 +542,60 @@ def _written_lengths(h5_path: pathlib.Path) -> dict[str, dict[str, int]]:
         raise FeaturesError(f"{h5_path}: cannot read as HDF5 (truncated or corrupt?): {e}") from e
 
 
-def _write_video(h5_path: pathlib.Path, video_id: str, features: np.ndarray, n_frames: int):
-    """Writes one video's group (replacing an incomplete one); the file is closed after."""
-    with h5py.File(h5_path, "a") as h5:
-        group = f"v_{video_id}"
-        if group in h5:
-            del h5[group]
-        dataset = h5.create_dataset(f"{group}/{DATASET_NAME}", data=features)
-        dataset.attrs["n_frames"] = n_frames  # last: marks the group complete
+PARTS_DIR = ".parts"
+
+
+def _save_part(output: pathlib.Path, video_id: str, features: np.ndarray, n_frames: int):
+    """Saves one video's features on their own (`.parts/v_<id>.npz`), atomically."""
+    parts = output / PARTS_DIR
+    parts.mkdir(exist_ok=True)
+    tmp = parts / f".v_{video_id}.npz.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, features=features, n_frames=np.int64(n_frames))
+    tmp.replace(parts / f"v_{video_id}.npz")
+
+
+def _part_lengths(output: pathlib.Path) -> dict[str, dict[str, int]]:
+    """`length.json` entries of the saved parts not yet in `features.hdf5`."""
+    lengths = {}
+    for part in sorted((output / PARTS_DIR).glob("v_*.npz")):
+        with np.load(part) as values:
+            lengths[part.stem[2:]] = {
+                "n_frames": int(values["n_frames"]),
+                "n_feat": int(values["features"].shape[0]),
+            }
+    return lengths
+
+
+def _merge_parts(output: pathlib.Path) -> int:
+    """Adds the saved parts to `features.hdf5`, replacing the file whole; the number merged.
+
+    The file's copy plus the parts are written to `.features.hdf5.tmp`, renamed over
+    `features.hdf5` once complete; the parts are removed after. A kill at any point leaves
+    either the old file and the parts, or the new file (and parts that are in it already).
+    """
+    parts = sorted((output / PARTS_DIR).glob("v_*.npz"))
+    if not parts:
+        return 0
+    h5_path = output / FEATURES_FILE
+    tmp = output / f".{FEATURES_FILE}.tmp"
+    if h5_path.exists():
+        shutil.copyfile(h5_path, tmp)
+    else:
+        tmp.unlink(missing_ok=True)
+    with h5py.File(tmp, "a") as h5:
+        for part in parts:
+            with np.load(part) as values:
+                if part.stem in h5:
+                    del h5[part.stem]
+                dataset = h5.create_dataset(f"{part.stem}/{DATASET_NAME}", data=values["features"])
+                dataset.attrs["n_frames"] = int(values["n_frames"])  # marks the group complete
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    tmp.replace(h5_path)
+    for part in parts:
+        part.unlink()
+    return len(parts)
 
 
 def extract_features(
@@ -600,6 +653,9 @@ def extract_features(
             "--output"
         )
     _write_json(spec_path, spec.to_json())
+    merged = _merge_parts(output)  # what a killed run saved
+    if merged:
+        logging.info("Added %d videos that an interrupted run had saved to %s.", merged, h5_path)
     lengths = _written_lengths(h5_path)
     _write_json(output / LENGTHS_FILE, lengths)
 
@@ -611,6 +667,19 @@ def extract_features(
             "%d of %d videos are in %s already.", len(report.skipped), len(videos), h5_path
         )
     bar = tqdm.tqdm(todo, unit="video", desc="videos", disable=not progress, dynamic_ncols=True)
+    try:
+        _extract_each(bar, output, backbone, frame_rate, clip_length, batch_size, progress, report)
+    finally:
+        bar.close()
+        lengths.update(_part_lengths(output))
+        _merge_parts(output)
+        _write_json(output / LENGTHS_FILE, lengths)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _extract_each(bar, output, backbone, frame_rate, clip_length, batch_size, progress, report):
+    """Extracts the videos of `bar`, saving each one's features as a part (`_save_part`)."""
     for video in bar:
         bar.set_postfix_str(video.name)
         frames_bar = frames_progress(video, frame_rate, progress)
@@ -624,14 +693,9 @@ def extract_features(
             continue
         finally:
             frames_bar.close()
-        _write_video(h5_path, video.stem, features, n_frames)
-        lengths[video.stem] = {"n_frames": n_frames, "n_feat": int(features.shape[0])}
-        _write_json(output / LENGTHS_FILE, lengths)
+        _save_part(output, video.stem, features, n_frames)
         report.written.append(video.stem)
         report.frames += n_frames
-    bar.close()
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def summary(report: ExtractionReport, output: str | pathlib.Path) -> str:
