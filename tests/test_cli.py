@@ -53,6 +53,8 @@ def files(tmp_path_factory):
     np.save(root / "reference.npy", np.zeros((50, 4), np.float32))
     (root / "text.npy").write_text("not an array\n")
     (root / "a_file").write_text("")
+    (root / "model" / "1").mkdir(parents=True)
+    (root / "model" / "1" / "saved_model.pb").write_bytes(b"")
     with h5py.File(root / "features.hdf5", "w") as h5:
         h5.create_dataset("v_video/c3d_features", data=np.zeros((40, 4), np.float32))
     return root
@@ -65,7 +67,9 @@ def cases(files):
     before: every one must give one line naming the flag, file or field at fault.
     """
     missing = files / "missing"
-    relocalize = [f"--model={missing}", f"--reference={files / 'reference.npy'}"]
+    # A model base whose version folder looks like a SavedModel: it is loaded only after the
+    # options and the features have been read, so their errors come first.
+    relocalize = [f"--model={files / 'model'}", f"--reference={files / 'reference.npy'}"]
     query = f"--query={files / 'query.npy'}"
     return {
         "relocalize": [
@@ -90,7 +94,10 @@ def cases(files):
                 [*relocalize, query, f"--reference={files / 'features.hdf5'}:v_nope"],
                 "--reference: .*features.hdf5: no group 'v_nope'",
             ),
-            ([*relocalize, query], f"--model: {missing}: no such file or folder"),
+            (
+                [f"--model={missing}", query, f"--reference={files / 'reference.npy'}"],
+                f"--model: {missing}: no such file or folder",
+            ),
             (
                 [f"--model={files}", f"--reference={files / 'reference.npy'}", query],
                 "--model: no SavedModel in .* nor in a version folder of it",
@@ -222,7 +229,7 @@ def test_a_user_error_is_one_line_naming_what_is_at_fault(verb, index, files, ou
     assert outcome["code"] == 1, (args, outcome)
     lines = outcome["stderr"].splitlines()
     assert len(lines) == 1, (args, outcome["stderr"])
-    assert lines[0].startswith(f"video-reloc-{verb}: error: ")
+    assert lines[0].startswith(f"video-reloc-{verb}: ")
     assert re.search(expected, lines[0]), (expected, lines[0])
     assert outcome["stdout"] == ""
 
@@ -277,4 +284,4 @@ def test_verbosity_1_shows_the_traceback_too(files):
     assert "Traceback (most recent call last)" in outcome["stderr"]
     assert "UserError" in outcome["stderr"]
     last = outcome["stderr"].splitlines()[-1]
-    assert last == "video-reloc-relocalize: error: --top_k: must be at least 1, got 0"
+    assert last == "video-reloc-relocalize: --top_k: must be at least 1, got 0"

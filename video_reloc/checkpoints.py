@@ -5,6 +5,7 @@ A model directory (`video-reloc-train --model_dir=DIR`) holds
 - `model_config.json`: what `video_reloc.model.build_model` needs to rebuild the model
   (`model_from_config`);
 - `train_config.json`: the run's `video_reloc.training.TrainConfig`;
+- `features.json`: how the dataset's features were made (`video_reloc.features`), when known;
 - `ckpt-N.index`, `ckpt-N.data-*`: the latest checkpoints (model, optimizer, step, best score);
 - `best/ckpt-N.*`: the model of the best validation score;
 - `results/*.json`, TensorBoard's `train/` and `validation/`, and `export/<version>/`, the
@@ -38,6 +39,7 @@ TRAIN_CONFIG_FILE = "train_config.json"  # in a model dir: the training configur
 BEST_DIR = "best"  # in a model dir: the checkpoints of the best model
 EXPORT_DIR = "export"  # in a model dir: the SavedModel versions
 RESULTS_DIR = "results"  # in a model dir: the JSON results
+FEATURE_SPEC_FILE = "features.json"  # in a model dir: how the features were made, when known
 
 
 def write_json(path: str | pathlib.Path, values: Mapping[str, Any]) -> pathlib.Path:
@@ -62,6 +64,12 @@ def find_model_dir(path: str | pathlib.Path) -> pathlib.Path | None:
 def read_model_config(model_dir: str | pathlib.Path) -> dict[str, Any]:
     """The `build_model` arguments recorded by training in `model_dir`."""
     return json.loads((pathlib.Path(model_dir) / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
+
+
+def recorded_feature_spec(model_dir: str | pathlib.Path) -> dict[str, Any] | None:
+    """How the features of the model in `model_dir` were made, when training recorded it."""
+    path = pathlib.Path(model_dir) / FEATURE_SPEC_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def read_train_config(model_dir: str | pathlib.Path) -> dict[str, Any]:

@@ -53,7 +53,6 @@ from video_reloc.layers.feature_normalization import MODES as NORMALIZATIONS
 from video_reloc.losses import localization_loss_sum
 from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
 from video_reloc.model import ABLATIONS, VideoRelocModel, build_model
-from video_reloc.signature import input_signature
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +74,11 @@ class TrainConfig:
 
     Attributes:
         model_dir: Checkpoints, summaries, the best model, results and the export go here.
-        dataset: The TFDS dataset, `activitynet_reloc/CONFIG` (`c3d` or `synthetic`).
+        dataset: The TFDS dataset, `activitynet_reloc/CONFIG` (`c3d`, `synthetic`,
+            `simulated_c3d`, or `custom`: your own data in `manual_dir`).
         data_dir: The TFDS data dir (`None`: TFDS's default, ~/tensorflow_datasets).
-        manual_dir: Folder of the raw files of config `c3d` (annotations, length.json, C3D
-            HDF5), handed to the builder when the dataset is not built yet.
+        manual_dir: Folder of the raw files of config `c3d` or `custom` (annotations,
+            length.json, features), handed to the builder when the dataset is not built yet.
         train_steps: Steps to train in all (a resumed run continues up to it).
         batch_size: Pairs per global batch (split over the replicas).
         learning_rate: Adam's learning rate.
@@ -369,29 +369,14 @@ def distribute_batch(
 
 
 def _image_writer(model: VideoRelocModel, examples: data.Examples):
-    """A function writing the timeline (Fig. 4) and attention (Fig. 5) images of `examples`."""
-    inputs, gt = data.pad_batch(examples.query, examples.reference, examples.groundtruth)
+    """A function writing the timeline (Fig. 4) and attention (Fig. 5) figures of `examples`."""
+    outputs_fn = evaluation.keras_outputs_fn(model)
 
-    @tf.function(input_signature=[input_signature(examples.feature_dim)])
-    def forward(inputs):
-        outputs = model(inputs, training=False, return_attention=True)
-        return tf.exp(outputs["log_probabilities"]), outputs["attention"]
-
-    def write(predicted: np.ndarray, step: int) -> None:
-        probabilities, attention = (t.numpy() for t in forward(inputs))
-        timeline = visualize.timeline_image(
-            gt, predicted, inputs["reference_length"], probabilities
-        )
-        maps = visualize.stack_images(
-            [
-                visualize.attention_image(a, r, q, g)
-                for a, r, q, g in zip(
-                    attention, inputs["reference_length"], inputs["query_length"], gt
-                )
-            ]
-        )
-        tf.summary.image("segments_on_timeline", timeline[None], step=step)
-        tf.summary.image("attention", maps[None], step=step)
+    def write(step: int) -> None:
+        figures = evaluation.pair_figures(outputs_fn, examples)
+        for name, index in (("segments_on_timeline", 0), ("attention", 1)):
+            images = np.stack([visualize.figure_image(pair[index]) for pair in figures])
+            tf.summary.image(name, images, step=step, max_outputs=len(images))
 
     return write
 
@@ -427,10 +412,13 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
             field="batch_size",
         )
 
-    splits, _ = _load_splits(config, examples)
+    splits, builder = _load_splits(config, examples)
     model_config = _model_config(config, splits["train"].feature_dim)
     if chief:
         _write_configs(config, model_dir, model_config)
+        spec = data.feature_spec(builder) if builder is not None else None
+        if spec is not None:
+            checkpoints.write_json(model_dir / checkpoints.FEATURE_SPEC_FILE, spec)
     state = _build_state(config, strategy, model_config)
     start_step = _restore(state, model_dir)
     if chief:
@@ -573,7 +561,7 @@ class _Validator:
                 tf.summary.scalar(f"accuracy/{key}", value, step=n)
             tf.summary.scalar("mean_iou", float(np.mean(predictions.iou)), step=n)
             if self.num_images:
-                self.write_images(predictions.segments[: self.num_images], n)
+                self.write_images(n)
         improved = results["mean"] > float(self.state.best_mean.numpy())
         if improved:
             self.state.best_mean.assign(results["mean"])
@@ -729,7 +717,11 @@ def _export_once(model: VideoRelocModel, model_dir: pathlib.Path, best_step: int
         if done.get("best_step") == best_step and checkpoints.is_saved_model(done.get("path", "")):
             logger.info("The best model (step %d) is exported already: %s", best_step, done)
             return pathlib.Path(done["path"])
-    path = export_saved_model(model, model_dir / "export")
+    path = export_saved_model(
+        model,
+        model_dir / checkpoints.EXPORT_DIR,
+        feature_spec=checkpoints.recorded_feature_spec(model_dir),
+    )
     checkpoints.write_json(record, {"best_step": best_step, "path": str(path)})
     logger.info("Exported the best model (step %d) to %s.", best_step, path)
     print(f"SavedModel: {path}", flush=True)

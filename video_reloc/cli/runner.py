@@ -91,5 +91,5 @@ def describe(error: UserError) -> str:
 
 def _fail(line: str) -> None:
     program = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "video-reloc"
-    print(f"{program}: error: {line}", file=sys.stderr, flush=True)
+    print(f"{program}: {line}", file=sys.stderr, flush=True)
     sys.exit(USER_ERROR_EXIT_CODE)
