@@ -28,7 +28,7 @@ flags.DEFINE_enum(
 )
 CONFIG_FLAGS = config_flags.define_flags(
     training.TrainConfig,
-    {name: training.preset_config(name, model_dir="") for name in ("synthetic", "paper")},
+    {name: training.preset_config(name, model_dir="") for name in training.PRESETS},
 )
 # The original release's flags: the dropout rates as keep probabilities.
 KEEP_PROB_FLAGS = {"encoder_keep_prob": "encoder_dropout", "matching_keep_prob": "matching_dropout"}
