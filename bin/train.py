@@ -16,8 +16,7 @@ import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its setti
 # isort: split
 from absl import app, flags
 
-from video_reloc import training
-from video_reloc.model import ABLATIONS
+from video_reloc import architectures, training
 
 FLAGS = flags.FLAGS
 PAPER = training.TrainConfig(model_dir="")
@@ -58,10 +57,20 @@ flags.DEFINE_integer(
 flags.DEFINE_float("learning_rate", None, "Adam's learning rate." + _default("learning_rate"))
 flags.DEFINE_float("clip_norm", None, "Global gradient norm clip." + _default("clip_norm"))
 flags.DEFINE_enum(
+    "architecture",
+    None,
+    sorted(architectures.ARCHITECTURES),
+    "cgbm: the paper's cross gated bilinear matching model (recurrent); parallel: every "
+    "reference step matched at once by similarity attention, a similarity-map CNN and dilated "
+    "temporal convolutions (no loop over time)." + _default("architecture"),
+)
+flags.DEFINE_enum(
     "ablation",
     None,
-    sorted(ABLATIONS),
-    "Model variant of Table 2: base, base_cross_gating, base_bilinear or full."
+    sorted({name for _, switches in architectures.ARCHITECTURES.values() for name in switches}),
+    "Model variant (Table 2): cgbm: base, base_cross_gating, base_bilinear or full; parallel: "
+    + ", ".join(sorted(architectures.ablations("parallel")))
+    + "."
     + _default("ablation"),
 )
 flags.DEFINE_integer("units", None, "Hidden size l of every LSTM." + _default("units"))
@@ -120,6 +129,7 @@ OVERRIDES = (
     "batch_size",
     "learning_rate",
     "clip_norm",
+    "architecture",
     "ablation",
     "units",
     "bilinear_rank",
@@ -147,7 +157,11 @@ def main(argv: list[str]) -> None:
         overrides["encoder_dropout"] = round(1.0 - FLAGS.encoder_keep_prob, 10)
     if FLAGS.matching_keep_prob is not None:
         overrides["matching_dropout"] = round(1.0 - FLAGS.matching_keep_prob, 10)
-    training.train(training.preset_config(FLAGS.preset, model_dir=FLAGS.model_dir, **overrides))
+    try:
+        config = training.preset_config(FLAGS.preset, model_dir=FLAGS.model_dir, **overrides)
+    except ValueError as e:  # a flag out of its range (an ablation of another architecture)
+        raise app.UsageError(str(e)) from None
+    training.train(config)
 
 
 def run() -> None:

@@ -15,15 +15,16 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from video_reloc import data
+from video_reloc import architectures, data
 from video_reloc.baselines.chance import ChanceBaseline
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.metrics import PAPER_TABLE1, accuracy_at_thresholds, format_table, temporal_iou
-from video_reloc.model import VideoRelocModel, build_model
+from video_reloc.model import VideoRelocModel
 
 MODEL_CONFIG_FILE = "model_config.json"  # in a model dir: what `build_model` needs
 TRAIN_CONFIG_FILE = "train_config.json"  # in a model dir: the training configuration
@@ -44,8 +45,8 @@ def input_signature(feature_dim: int) -> dict[str, tf.TensorSpec]:
 
 
 def model_feature_dim(model: VideoRelocModel) -> int:
-    """D of a built model (the rows of its encoder's input kernel)."""
-    return int(model.encoder.kernel.shape[0])
+    """D of a built model of any architecture."""
+    return architectures.model_feature_dim(model)
 
 
 def keras_predict_fn(
@@ -157,7 +158,7 @@ class ModelPredictor:
     """
 
     def __init__(self, predict_fn: BatchPredictFn | VideoRelocModel, batch_size: int = 64):
-        if isinstance(predict_fn, VideoRelocModel):
+        if isinstance(predict_fn, keras.Model):
             predict_fn = keras_predict_fn(predict_fn)
         self.predict_fn = predict_fn
         self.batch_size = batch_size
@@ -259,15 +260,8 @@ def restore_first_good(checkpoint: tf.train.Checkpoint, prefixes: Sequence[str])
 
 
 def model_from_config(model_config: Mapping[str, Any]) -> VideoRelocModel:
-    """Builds an untrained model from a recorded `model_config.json`."""
-    return build_model(
-        feature_dim=int(model_config["feature_dim"]),
-        ablation=model_config["ablation"],
-        units=int(model_config["units"]),
-        bilinear_rank=int(model_config["bilinear_rank"]),
-        encoder_dropout=float(model_config["encoder_dropout"]),
-        matching_dropout=float(model_config["matching_dropout"]),
-    )
+    """Builds an untrained model (of the recorded architecture) from `model_config.json`."""
+    return architectures.build_from_config(model_config)
 
 
 def load_checkpoint_model(path: str | pathlib.Path) -> tuple[VideoRelocModel, str]:

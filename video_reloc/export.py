@@ -39,6 +39,7 @@ from collections.abc import Iterable, Sequence
 import tensorflow as tf
 
 from video_reloc import warmup
+from video_reloc.architectures import model_feature_dim
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.model import VideoRelocModel
 from video_reloc.warmup import WarmupShape
@@ -247,7 +248,7 @@ def export_saved_model(
         The version folder written.
     """
     if feature_dim is None:
-        feature_dim = int(model.encoder.kernel.shape[0])
+        feature_dim = model_feature_dim(model)
     version = next_version(export_base) if version is None else int(version)
     path = pathlib.Path(export_base) / str(version)
     if path.exists():

@@ -46,15 +46,16 @@ import tensorflow as tf
 import tqdm
 from absl import logging
 
-from video_reloc import data, evaluation, visualize
+from video_reloc import architectures, data, evaluation, visualize
 from video_reloc.export import export_saved_model
 from video_reloc.losses import localization_loss_sum
 from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
-from video_reloc.model import ABLATIONS, VideoRelocModel, build_model
+from video_reloc.model import VideoRelocModel
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 MODEL_FIELDS = (
     "feature_dim",
+    "architecture",
     "ablation",
     "units",
     "bilinear_rank",
@@ -76,7 +77,9 @@ class TrainConfig:
         batch_size: Pairs per global batch (split over the replicas).
         learning_rate: Adam's learning rate.
         clip_norm: Gradients are clipped to this global norm.
-        ablation: The Table 2 variant: `full`, `base`, `base_cross_gating`, `base_bilinear`.
+        architecture: The model: `cgbm` (the paper's) or `parallel` (no loop over time).
+        ablation: The Table 2 variant of the architecture (`cgbm`: `full`, `base`,
+            `base_cross_gating`, `base_bilinear`; `parallel`: see `PARALLEL_ABLATIONS`).
         units: Hidden size l.
         bilinear_rank: Rank k of the factorized bilinear matching.
         encoder_dropout: Dropout rate after the encoder (keep 0.6).
@@ -104,6 +107,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     clip_norm: float = 5.0
+    architecture: str = architectures.DEFAULT_ARCHITECTURE
     ablation: str = "full"
     units: int = 128
     bilinear_rank: int = 8
@@ -124,8 +128,13 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if self.ablation not in ABLATIONS:
-            raise ValueError(f"ablation must be one of {sorted(ABLATIONS)}, got {self.ablation!r}")
+        architectures.check_architecture(self.architecture)
+        choices = architectures.ablations(self.architecture)
+        if self.ablation not in choices:
+            raise ValueError(
+                f"ablation must be one of {sorted(choices)} for architecture "
+                f"{self.architecture}, got {self.ablation!r}"
+            )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         for name in ("train_steps", "batch_size", "checkpoint_every", "eval_every"):
@@ -256,6 +265,7 @@ def _write_configs(config: TrainConfig, model_dir: pathlib.Path, model_config: d
     path = model_dir / evaluation.MODEL_CONFIG_FILE
     if path.exists():
         recorded = evaluation.read_model_config(model_dir)
+        recorded.setdefault("architecture", architectures.DEFAULT_ARCHITECTURE)
         if recorded != model_config:
             raise ValueError(
                 f"{model_dir} holds a model of another configuration ({recorded}), not "
@@ -394,7 +404,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
         _write_configs(config, model_dir, model_config)
 
     with strategy.scope():
-        model = build_model(seed=config.seed, **model_config)
+        model = architectures.build_from_config(model_config, seed=config.seed)
         optimizer = keras.optimizers.Adam(config.learning_rate)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
