@@ -101,9 +101,9 @@ class SimilarityAttention(keras.layers.Layer):
             ops.shape(reference)[1],
             similarity.dtype,
         )
-        logits = ops.exp(self.log_scale) * similarity
-        logits = ops.where(mask > 0, logits, ops.full_like(logits, -1e9))
-        attention = ops.softmax(logits, axis=-1) * mask
+        logits = ops.where(mask > 0, ops.exp(self.log_scale) * similarity, -1e9)
+        weights = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True)) * mask
+        attention = weights / ops.maximum(ops.sum(weights, axis=-1, keepdims=True), 1e-30)
         attended = ops.einsum("bij,bjd->bid", attention, query)
         return attended, similarity * mask, attention
 
