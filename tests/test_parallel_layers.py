@@ -1,12 +1,14 @@
 """Tests of the parallel model's layers: shared layer checks, numpy references, padding."""
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from layer_testing import run_layer_test
 
 from video_reloc.layers import (
     DilatedTemporalConv,
-    SequenceStandardization,
+    NormalizedProjection,
     SimilarityAttention,
     SimilarityMapEncoder,
 )
@@ -43,16 +45,19 @@ class TestSharedLayerChecks:
             expected_num_trainable_weights=weights,
         )
 
-    @pytest.mark.parametrize("mode", ["standardize", "center"])
-    def test_sequence_standardization(self, mode):
+    @pytest.mark.parametrize("views,weights", [(("standardized", "scaled"), 3), (("scaled",), 2)])
+    def test_normalized_projection(self, views, weights):
         run_layer_test(
-            SequenceStandardization,
-            {"mode": mode},
+            NormalizedProjection,
+            {"units": 7, "views": views},
             args=[_random((3, 9, 5))],
             tensor_kwargs={"lengths": REFERENCE_LENGTH},
-            expected_output_shape=(3, 9, 5),
-            expected_num_trainable_weights=0,
-            run_training_check=False,  # no weights
+            expected_output_shape=(3, 9, 7),
+            expected_num_trainable_weights=weights,
+            # The fit step's loss is the output's mean, and a standardized view's mean over
+            # the steps is zero whatever its kernel: TestNormalizedProjection checks its
+            # gradient instead.
+            run_training_check="standardized" not in views,
         )
 
     @pytest.mark.parametrize("units,weights", [(None, 1), (4, 2)])
@@ -82,31 +87,60 @@ class TestSharedLayerChecks:
         )
 
 
-class TestSequenceStandardization:
-    def test_equals_numpy_on_valid_steps_and_zero_after(self):
-        x = _random((3, 9, 5))
-        out = np.asarray(SequenceStandardization()(x, lengths=REFERENCE_LENGTH))
+def _standardize(rows):
+    """The normalized frame-level baseline's standardization of one sequence, in numpy."""
+    rows = rows.astype(np.float64)
+    return (rows - rows.mean(0)) / (rows.std(0) + 1e-6)
+
+
+class TestNormalizedProjection:
+    def test_equals_the_two_views_projected_side_by_side(self):
+        layer = NormalizedProjection(7)
+        x = 3.0 * _random((3, 9, 5)) + 5.0 * _random((3, 1, 5), seed=2)  # an offset per row
+        out = np.asarray(layer(x, lengths=REFERENCE_LENGTH))
+        standardized, scaled = (np.asarray(k) for k in layer.kernels)
+        assert standardized.shape == (5, 4) and scaled.shape == (5, 3)  # 7 = 4 + 3
+        bias = np.asarray(layer.bias)
         for b, n in enumerate(REFERENCE_LENGTH):
             rows = x[b, :n].astype(np.float64)
-            expected = (rows - rows.mean(0)) / (rows.std(0) + 1e-6)
-            np.testing.assert_allclose(out[b, :n], expected, rtol=1e-4, atol=1e-4)
+            expected = np.concatenate(
+                [_standardize(rows) @ standardized, rows / np.sqrt(np.mean(rows**2)) @ scaled],
+                axis=-1,
+            )
+            np.testing.assert_allclose(out[b, :n], expected + bias, rtol=1e-4, atol=1e-4)
             np.testing.assert_array_equal(out[b, n:], 0.0)
 
-    def test_center_keeps_the_scale(self):
+    def test_every_kernel_gets_a_gradient(self):
+        layer = NormalizedProjection(6)
+        x = tf.constant(_random((3, 9, 5)))
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(layer(x, lengths=REFERENCE_LENGTH)))
+        for variable, gradient in zip(
+            layer.trainable_variables, tape.gradient(loss, layer.trainable_variables)
+        ):
+            assert np.abs(np.asarray(gradient)).sum() > 0, variable.path
+
+    def test_one_step_standardizes_to_zero(self):
+        layer = NormalizedProjection(4, views=["standardized"], bias_initializer="ones")
+        out = np.asarray(layer(100.0 * _random((1, 1, 6)), lengths=np.array([1], "int32")))
+        np.testing.assert_allclose(out, 1.0, atol=1e-5)
+
+    def test_scaled_view_ignores_the_scale_of_the_features(self):
+        layer = NormalizedProjection(4, views=["scaled"])
         x = _random((2, 6, 3))
-        out = np.asarray(SequenceStandardization("center")(x))
-        np.testing.assert_allclose(out, x - x.mean(1, keepdims=True), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(layer(1000.0 * x), layer(x), rtol=1e-4, atol=1e-5)
 
     def test_padding_invariance(self):
-        layer = SequenceStandardization()
+        layer = NormalizedProjection(6)
         x = _random((3, 9, 5))
         a = np.asarray(layer(x, lengths=REFERENCE_LENGTH))
         b = np.asarray(layer(_with_junk(x, REFERENCE_LENGTH), lengths=REFERENCE_LENGTH))
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
-    def test_rejects_an_unknown_mode(self):
-        with pytest.raises(ValueError, match="mode"):
-            SequenceStandardization("whiten")
+    def test_rejects_unknown_or_repeated_views(self):
+        for views in ([], ["whitened"], ["scaled", "scaled"]):
+            with pytest.raises(ValueError, match="views"):
+                NormalizedProjection(4, views=views)
 
 
 class TestDilatedTemporalConv:
@@ -123,7 +157,8 @@ class TestDilatedTemporalConv:
             np.testing.assert_allclose(alone, padded[b, :n], rtol=1e-5, atol=1e-5)
 
     def test_receptive_field_is_the_sum_of_the_dilations_on_each_side(self):
-        layer = DilatedTemporalConv(4, dilations=(1, 2, 4))  # 7 steps on each side
+        keras.utils.set_random_seed(0)  # the edges' change must not fall in a dead ReLU
+        layer = DilatedTemporalConv(16, dilations=(1, 2, 4))  # 7 steps on each side
         x = _random((1, 31, 3))
         changed = x.copy()
         changed[0, 15] += 10.0

@@ -155,11 +155,13 @@ def test_ablations_distinct_and_seeded_weights(ablation):
     again = build_parallel_model(DIM, ablation=ablation, seed=3, **SMALL)
     for x, y in zip(model.weights, again.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=x.path)
-    switches = PARALLEL_ABLATIONS[ablation]
+    switches = {**model.get_config(), **PARALLEL_ABLATIONS[ablation]}
     names = {v.path.split("/")[1] for v in model.weights}
     assert ("cross_gate" in names) == (switches["cross_gating"] and switches["matching"] != "none")
     assert ("bilinear" in names) == (switches["matching"] == "bilinear")
     assert ("similarity_map" in names) == switches["similarity_map"]
+    kernels = [v.path.split("/")[-1] for v in model.projection.weights]
+    assert kernels == [f"{view}_kernel" for view in switches["input_views"]] + ["bias"]
 
 
 def test_config_and_serialization_round_trip(model):
@@ -175,8 +177,8 @@ def test_rejects_bad_arguments():
         build_parallel_model(DIM, ablation="tiny")
     with pytest.raises(ValueError, match="matching"):
         ParallelRelocModel(matching="outer")
-    with pytest.raises(ValueError, match="normalization"):
-        ParallelRelocModel(normalization="whiten")
+    with pytest.raises(ValueError, match="views"):
+        build_parallel_model(DIM, input_views=["whitened"], **SMALL)
     with pytest.raises(ValueError, match="similarity map"):
         ParallelRelocModel(matching="none", similarity_map=False)
     with pytest.raises(KeyError, match="reference_length"):

@@ -20,25 +20,27 @@ from video_reloc.layers import (
     CrossGate,
     DilatedTemporalConv,
     FactorizedBilinear,
-    SequenceStandardization,
+    NormalizedProjection,
     SimilarityAttention,
     SimilarityMapEncoder,
 )
 from video_reloc.layers.localizer_head import NUM_CLASSES
+from video_reloc.layers.normalized_projection import VIEWS
 
 ARCHITECTURE = "parallel"
 INPUT_KEYS = ("query", "query_length", "reference", "reference_length")
 MATCHINGS = ("bilinear", "concat", "none")
-NORMALIZATIONS = ("standardize", "center", "none")
 
 # Switches of the model, as Table 2 switches the paper's: the rows of an ablation study.
 PARALLEL_ABLATIONS = {
+    "full": {"cross_gating": True, "matching": "bilinear", "similarity_map": True},
+    "similarity_map_only": {"cross_gating": False, "matching": "none", "similarity_map": True},
+    "no_similarity_map": {"cross_gating": True, "matching": "bilinear", "similarity_map": False},
     "base": {"cross_gating": False, "matching": "concat", "similarity_map": False},
     "base_cross_gating": {"cross_gating": True, "matching": "concat", "similarity_map": False},
     "base_bilinear": {"cross_gating": False, "matching": "bilinear", "similarity_map": False},
-    "no_similarity_map": {"cross_gating": True, "matching": "bilinear", "similarity_map": False},
-    "similarity_map_only": {"cross_gating": False, "matching": "none", "similarity_map": True},
-    "full": {"cross_gating": True, "matching": "bilinear", "similarity_map": True},
+    "standardized_only": {"input_views": ("standardized",)},
+    "scaled_only": {"input_views": ("scaled",)},
 }
 
 
@@ -46,33 +48,36 @@ PARALLEL_ABLATIONS = {
 class ParallelRelocModel(keras.Model):
     """Video re-localization with every reference step matched at once (no loop over time).
 
-    - Normalization: each sequence's features standardized over its own valid steps
-      (`SequenceStandardization`), as the normalized frame-level baseline does.
-    - Encoder (for Eq. 1): one projection `D -> units` and `DilatedTemporalConv` blocks,
-      shared by query and reference; dropout follows.
+    - Input (for Eq. 1): `NormalizedProjection`, each sequence's features standardized over
+      its own valid steps (as the normalized frame-level baseline does) and scaled by their
+      RMS, projected side by side to `units`.
+    - Encoder (for Eq. 1): `DilatedTemporalConv` blocks, shared by query and reference (as
+      the paper shares its LSTM); dropout follows.
     - Attention (for Eq. 2): `SimilarityAttention`, each reference step over the query by
       cosine similarity, without the recurrent matching state.
     - Matching (Eqs. 3-5, each step at once): `CrossGate` and `FactorizedBilinear` on the
       attended query and the reference step (or their concatenation); dropout follows.
     - Similarity map: `SimilarityMapEncoder`, a 2-D CNN and row statistics of the map of
-      cosine similarities between every reference and query step.
+      cosine similarities between every reference and query step: the signal of frame-level
+      matching, which carries over to unseen classes.
     - Aggregation and localization (for Eqs. 7-8): `DilatedTemporalConv` blocks over the
       reference (dilations 1 ... 16: each step sees 63 steps around it, a whole segment of up
       to 64 features), then softmax(W h + b) over (start, end, inside, outside).
 
     Every stage is linear in the reference length (the map is `Tr x Tq`). Steps past a valid
-    length never change a valid output: the convolutions zero padded steps before each
-    block, the attention and the map mask them.
+    length never change a valid output: the projection and the convolutions zero padded
+    steps, the attention and the map mask them.
 
     Args:
         units: Width l of the encoder, the attention keys and the matching.
         bilinear_rank: Rank k of the factorized bilinear matching.
+        bilinear_units: Output width of the bilinear matching (`None`: `units`).
         cross_gating: Whether to use cross gating, Eq. (3).
         matching: `"bilinear"` (Eq. 5), `"concat"` (the attended query and the step side by
             side) or `"none"` (no vector matching: the similarity map alone).
         similarity_map: Whether to read the similarity map with `SimilarityMapEncoder`.
-        normalization: `"standardize"`, `"center"` (`SequenceStandardization`'s modes) or
-            `"none"`: what happens to each sequence's features first.
+        input_views: The views of `NormalizedProjection`: `("standardized", "scaled")`, or
+            one of them.
         map_channels: Filters of the similarity map's convolutions.
         map_convolutions: Number of the similarity map's 3 x 3 convolutions.
         encoder_dilations: Dilations of the encoder's blocks.
@@ -97,12 +102,13 @@ class ParallelRelocModel(keras.Model):
 
     def __init__(
         self,
-        units: int = 128,
+        units: int = 64,
         bilinear_rank: int = 8,
+        bilinear_units: int | None = 16,
         cross_gating: bool = True,
         matching: str = "bilinear",
         similarity_map: bool = True,
-        normalization: str = "standardize",
+        input_views: Sequence[str] = VIEWS,
         map_channels: int = 16,
         map_convolutions: int = 2,
         encoder_dilations: Sequence[int] = (1, 2),
@@ -115,18 +121,15 @@ class ParallelRelocModel(keras.Model):
         super().__init__(**kwargs)
         if matching not in MATCHINGS:
             raise ValueError(f"`matching` must be one of {MATCHINGS}, got {matching!r}.")
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}."
-            )
         if matching == "none" and not similarity_map:
             raise ValueError("With matching='none' the similarity map is the only signal.")
         self.units = units
         self.bilinear_rank = bilinear_rank
+        self.bilinear_units = bilinear_units
         self.cross_gating = cross_gating
         self.matching = matching
         self.similarity_map = similarity_map
-        self.normalization = normalization
+        self.input_views = [str(v) for v in input_views]
         self.map_channels = map_channels
         self.map_convolutions = map_convolutions
         self.encoder_dilations = [int(d) for d in encoder_dilations]
@@ -144,11 +147,10 @@ class ParallelRelocModel(keras.Model):
             )
         self.feature_dim = int(feature_dim)
         units = self.units
-        self.normalizer = None
-        if self.normalization != "none":
-            self.normalizer = SequenceStandardization(self.normalization, name="normalization")
+        self.projection = NormalizedProjection(units, self.input_views, name="projection")
+        self.projection.build((None, None, feature_dim))
         self.encoder = DilatedTemporalConv(units, self.encoder_dilations, name="encoder")
-        self.encoder.build((None, None, feature_dim))
+        self.encoder.build((None, None, units))
         self.encoder_dropout_layer = keras.layers.Dropout(
             self.encoder_dropout, name="encoder_dropout"
         )
@@ -161,9 +163,11 @@ class ParallelRelocModel(keras.Model):
                 self.cross_gate = CrossGate(name="cross_gate")
                 self.cross_gate.build(((None, None, units), (None, None, units)))
             if self.matching == "bilinear":
-                self.bilinear = FactorizedBilinear(units, self.bilinear_rank, name="bilinear")
+                self.bilinear = FactorizedBilinear(
+                    self.bilinear_units, self.bilinear_rank, name="bilinear"
+                )
                 self.bilinear.build(((None, None, units), (None, None, units)))
-                matched_dim = units
+                matched_dim = self.bilinear_units or units
             else:
                 matched_dim = 2 * units
         self.matching_dropout_layer = keras.layers.Dropout(
@@ -203,15 +207,17 @@ class ParallelRelocModel(keras.Model):
             outputs["attention"] = attention
         return outputs
 
+    def encode(self, features, lengths, training=False):
+        """The encoder, shared by query and reference: `(B, T, D)` to `(B, T, units)`."""
+        encoded = self.encoder(
+            self.projection(features, lengths=lengths), lengths=lengths, training=training
+        )
+        return self.encoder_dropout_layer(encoded, training=training)
+
     def _forward(self, query, query_length, reference, reference_length, training=False):
         """The whole model: `(log_probabilities (B, Tr, 4), attention (B, Tr, Tq))`."""
-        if self.normalizer is not None:
-            query = self.normalizer(query, lengths=query_length)
-            reference = self.normalizer(reference, lengths=reference_length)
-        h_query = self.encoder(query, lengths=query_length, training=training)
-        h_reference = self.encoder(reference, lengths=reference_length, training=training)
-        h_query = self.encoder_dropout_layer(h_query, training=training)
-        h_reference = self.encoder_dropout_layer(h_reference, training=training)
+        h_query = self.encode(query, query_length, training=training)
+        h_reference = self.encode(reference, reference_length, training=training)
         attended, similarity, attention = self.attention(
             h_query, h_reference, query_length, reference_length
         )
@@ -237,10 +243,11 @@ class ParallelRelocModel(keras.Model):
             {
                 "units": self.units,
                 "bilinear_rank": self.bilinear_rank,
+                "bilinear_units": self.bilinear_units,
                 "cross_gating": self.cross_gating,
                 "matching": self.matching,
                 "similarity_map": self.similarity_map,
-                "normalization": self.normalization,
+                "input_views": list(self.input_views),
                 "map_channels": self.map_channels,
                 "map_convolutions": self.map_convolutions,
                 "encoder_dilations": list(self.encoder_dilations),

@@ -5,8 +5,8 @@ from video_reloc.layers.cross_gate import CrossGate
 from video_reloc.layers.dilated_temporal_conv import DilatedTemporalConv
 from video_reloc.layers.factorized_bilinear import FactorizedBilinear
 from video_reloc.layers.localizer_head import LocalizerHead
+from video_reloc.layers.normalized_projection import NormalizedProjection
 from video_reloc.layers.sequence_lstm import SequenceLSTM
-from video_reloc.layers.sequence_standardization import SequenceStandardization
 from video_reloc.layers.similarity_attention import SimilarityAttention
 from video_reloc.layers.similarity_map_encoder import SimilarityMapEncoder
 
@@ -16,8 +16,8 @@ __all__ = [
     "DilatedTemporalConv",
     "FactorizedBilinear",
     "LocalizerHead",
+    "NormalizedProjection",
     "SequenceLSTM",
-    "SequenceStandardization",
     "SimilarityAttention",
     "SimilarityMapEncoder",
 ]
