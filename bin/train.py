@@ -19,15 +19,18 @@ from absl import app, flags
 from video_reloc import architectures, training
 
 FLAGS = flags.FLAGS
-PAPER = training.TrainConfig(model_dir="")
-SYNTHETIC = training.preset_config("synthetic", model_dir="")
+# The default preset first.
+PRESET_CONFIGS = {
+    name: training.preset_config(name, model_dir="")
+    for name in sorted(training.PRESETS, key=lambda name: name != "synthetic")
+}
 
 
 def _default(name: str) -> str:
-    paper, synthetic = getattr(PAPER, name), getattr(SYNTHETIC, name)
-    if paper == synthetic:
-        return f" Default: {paper}."
-    return f" Default: {synthetic} (preset synthetic), {paper} (preset paper)."
+    values = {preset: getattr(config, name) for preset, config in PRESET_CONFIGS.items()}
+    if len({repr(value) for value in values.values()}) == 1:
+        return f" Default: {values['synthetic']}."
+    return " Default: " + ", ".join(f"{v} (preset {p})" for p, v in values.items()) + "."
 
 
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries, results and the export go here.")
@@ -36,7 +39,9 @@ flags.DEFINE_enum(
     "synthetic",
     sorted(training.PRESETS),
     "synthetic: the embedded synthetic dataset, a small fast schedule (the main job); paper: "
-    "the c3d dataset (ActivityNet, needs --manual_dir once) and the original release's schedule.",
+    "the c3d dataset (ActivityNet, needs --manual_dir once) and the original release's schedule; "
+    "parallel: the parallel model (--architecture=parallel) and its schedule (500 steps of 64 "
+    "pairs, units 64), on the synthetic dataset unless --dataset says otherwise.",
 )
 flags.DEFINE_string(
     "dataset",
@@ -73,7 +78,12 @@ flags.DEFINE_enum(
     + "."
     + _default("ablation"),
 )
-flags.DEFINE_integer("units", None, "Hidden size l of every LSTM." + _default("units"))
+flags.DEFINE_integer(
+    "units",
+    None,
+    "Hidden size l of every LSTM (cgbm); width of the encoder and the matching (parallel)."
+    + _default("units"),
+)
 flags.DEFINE_integer(
     "bilinear_rank", None, "Rank k of the bilinear matching." + _default("bilinear_rank")
 )

@@ -144,13 +144,23 @@ class TrainConfig:
 
 # Presets: `paper` is the original release's schedule on ActivityNet (the dataclass defaults);
 # `synthetic`, the main job, a smaller model and batch that learns the embedded synthetic data
-# in a few minutes on a 2-core CPU.
+# in a few minutes on a 2-core CPU; `parallel`, the parallel model (no loop over time) and its
+# schedule, on any dataset (`--dataset`).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "synthetic": {
         "dataset": data.DEFAULT_DATASET,
         "train_steps": 500,
         "batch_size": 32,
+        "units": 64,
+        "checkpoint_every": 50,
+        "eval_every": 50,
+    },
+    "parallel": {
+        "dataset": data.DEFAULT_DATASET,
+        "architecture": "parallel",
+        "train_steps": 500,
+        "batch_size": 64,
         "units": 64,
         "checkpoint_every": 50,
         "eval_every": 50,
@@ -255,23 +265,24 @@ def _worker_dir(strategy: tf.distribute.Strategy, model_dir: pathlib.Path) -> pa
     return model_dir / f".worker_{task}"
 
 
-def _model_config(config: TrainConfig, feature_dim: int) -> dict[str, Any]:
+def model_config(config: TrainConfig, feature_dim: int) -> dict[str, Any]:
+    """What `model_config.json` records: the model's fields of `config`, for D = `feature_dim`."""
     values = dataclasses.asdict(config)
     return {"feature_dim": feature_dim, **{k: values[k] for k in MODEL_FIELDS[1:]}}
 
 
-def _write_configs(config: TrainConfig, model_dir: pathlib.Path, model_config: dict) -> None:
+def _write_configs(config: TrainConfig, model_dir: pathlib.Path, fields: dict) -> None:
     """Records the model's and the run's configuration; refuses a different model."""
     path = model_dir / evaluation.MODEL_CONFIG_FILE
     if path.exists():
         recorded = evaluation.read_model_config(model_dir)
         recorded.setdefault("architecture", architectures.DEFAULT_ARCHITECTURE)
-        if recorded != model_config:
+        if recorded != fields:
             raise ValueError(
                 f"{model_dir} holds a model of another configuration ({recorded}), not "
-                f"{model_config}; use another --model_dir."
+                f"{fields}; use another --model_dir."
             )
-    evaluation.write_results(path, model_config)
+    evaluation.write_results(path, fields)
     evaluation.write_results(model_dir / evaluation.TRAIN_CONFIG_FILE, dataclasses.asdict(config))
 
 
@@ -399,12 +410,12 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
             splits[split] = data.load_split(split, builder=builder)
     train_examples, validation = splits["train"], splits["validation"]
     feature_dim = train_examples.feature_dim
-    model_config = _model_config(config, feature_dim)
+    model_fields = model_config(config, feature_dim)
     if chief:
-        _write_configs(config, model_dir, model_config)
+        _write_configs(config, model_dir, model_fields)
 
     with strategy.scope():
-        model = architectures.build_from_config(model_config, seed=config.seed)
+        model = architectures.build_from_config(model_fields, seed=config.seed)
         optimizer = keras.optimizers.Adam(config.learning_rate)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -549,7 +560,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
         return result
 
     # The best model, as a plain (undistributed) Keras model.
-    best = evaluation.model_from_config(model_config)
+    best = evaluation.model_from_config(model_fields)
     if evaluation.restore_first_good(
         tf.train.Checkpoint(model=best), evaluation.checkpoint_candidates(model_dir / "best")
     ):
