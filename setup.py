@@ -15,14 +15,20 @@ INSTALL_REQUIRES = [
     "absl-py>=2.1",
     "tensorboard>=2.21,<2.22",
     "tqdm",
-    # The REST server of video_reloc.serving (video-reloc-serve).
+    # video_reloc.serving (video-reloc-serve): TensorFlow Serving's own protos and gRPC stubs
+    # (the release that matches TensorFlow 2.21 and its protobuf 6), the gRPC server, the
+    # Prometheus metrics, the REST API's routing and its production WSGI server.
+    "tensorflow-serving-api>=2.21,<2.22",
+    "grpcio>=1.60",
+    "prometheus-client>=0.20",
     "werkzeug>=3",
+    "waitress>=3",
 ]
 
 EXTRAS_REQUIRE = {
     # The `tfds build` command needs apache_beam and mlcroissant to start; tfds.testing needs dill.
     "tfds-cli": ["apache_beam", "mlcroissant"],
-    "serve": [],  # kept for `pip install video-reloc[serve]`; werkzeug is now a requirement
+    "serve": [],  # kept for `pip install video-reloc[serve]`; its packages are requirements
     "test": [
         "pytest>=8",
         "ruff>=0.6",

@@ -79,6 +79,8 @@ def training_timer(
     """
     rng = np.random.default_rng(0)
     model = model or build_model(dim, seed=0)
+    # Tells the model whether its caller compiles the whole step with XLA.
+    model.jit_compile = jit
     optimizer = keras.optimizers.Adam(1e-3, global_clipnorm=5.0)
     inputs = _batch(batch, query_steps, reference_steps, dim, rng)
     gt = np.stack([np.full(batch, 10), np.full(batch, 30)], 1).astype("int32")

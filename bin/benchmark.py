@@ -11,10 +11,13 @@ from __future__ import annotations
 import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its settings at start
 
 # isort: split
+import dataclasses
+
 from absl import app, flags
 
 from video_reloc.benchmark import TABLE1_ROWS, TABLE2_ROWS, BenchmarkConfig, run_benchmark
 from video_reloc.data import DEFAULT_DATASET
+from video_reloc.training import TrainConfig
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", DEFAULT_DATASET, "TFDS dataset, activitynet_reloc/CONFIG.")
@@ -32,11 +35,37 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("model_root", None, "Where the model rows train (default: OUTPUT_DIR/models).")
 flags.DEFINE_list(
+    "model_params",
+    [],
+    "TrainConfig fields every model row trains with, KEY=VALUE,... (for example "
+    "normalization=standardize,distractor_probability=0.5).",
+)
+flags.DEFINE_list(
     "rows",
     None,
     "Rows to run (default: all): " + ", ".join(dict.fromkeys(TABLE1_ROWS + TABLE2_ROWS)),
 )
 flags.mark_flag_as_required("output_dir")
+
+
+def _parse_params(items: list[str]) -> dict:
+    """`["normalization=standardize", "distractor_probability=0.5"]` as typed field values."""
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise app.UsageError(f"--model_params: {item!r} is not KEY=VALUE of {sorted(types)}")
+        kind = types[key]
+        if "float" in kind:
+            params[key] = float(value)
+        elif "int" in kind:
+            params[key] = int(value)
+        elif "bool" in kind:
+            params[key] = value.lower() in ("1", "true", "yes")
+        else:
+            params[key] = None if value.lower() == "none" else value
+    return params
 
 
 def main(argv: list[str]) -> None:
@@ -56,6 +85,7 @@ def main(argv: list[str]) -> None:
             model_steps=FLAGS.model_steps,
             model_preset=FLAGS.model_preset,
             model_root=FLAGS.model_root,
+            model_overrides=_parse_params(FLAGS.model_params),
             rows=FLAGS.rows,
         )
     )

@@ -98,6 +98,19 @@ flags.DEFINE_float(
     None,
     "Probability of cropping a training reference's context." + _default("crop_probability"),
 )
+flags.DEFINE_enum(
+    "normalization",
+    None,
+    ["standardize", "center"],
+    "Normalize each query and reference over its own valid steps inside the model (not in "
+    "the paper): standardize (every dimension) or center (one scale). Default: none.",
+)
+flags.DEFINE_float(
+    "distractor_probability",
+    None,
+    "Probability that a training reference also holds windows of other classes (not in the "
+    "original release)." + _default("distractor_probability"),
+)
 flags.DEFINE_integer(
     "bucket_span", None, "Reference lengths per training bucket." + _default("bucket_span")
 )
@@ -144,6 +157,8 @@ OVERRIDES = (
     "units",
     "bilinear_rank",
     "crop_probability",
+    "distractor_probability",
+    "normalization",
     "bucket_span",
     "seed",
     "strategy",

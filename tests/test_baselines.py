@@ -13,7 +13,7 @@ from video_reloc.baselines import (
     frame_level_search,
     unpad,
 )
-from video_reloc.baselines.frame_level import distance_table
+from video_reloc.baselines.frame_level import distance_table, standardize
 from video_reloc.baselines.video_level import all_windows
 from video_reloc.metrics import temporal_iou
 
@@ -90,6 +90,30 @@ def test_frame_level_finds_a_time_stretched_copy():
     queries, references, truth = _planted(rng, 40, stretch=2, noise=0.05, query_range=(4, 16))
     iou = temporal_iou(FrameLevelBaseline().predict(queries, references), truth)
     assert iou.min() > 0.5 and iou.mean() > 0.85, iou
+
+
+def test_standardize_gives_zero_mean_unit_variance():
+    x = np.random.default_rng(2).standard_normal((30, DIM)) * np.arange(1, DIM + 1) + 7.0
+    z = standardize(x)
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(z.std(0), 1.0, atol=1e-5)
+
+
+def test_normalized_frame_level_sees_through_each_videos_own_appearance():
+    # Every video adds a large appearance of its own on a few dimensions (its scene): raw
+    # matching then sees mostly that, while matching after standardizing each video finds the
+    # copies again.
+    rng = np.random.default_rng(3)
+    queries, references, truth = _planted(rng, 60, noise=0.1, query_range=(6, 20))
+    scale = np.r_[np.full(4, 20.0), np.ones(DIM - 4)]
+    queries = [q * scale + 30.0 * rng.standard_normal(DIM) * scale for q in queries]
+    references = [r * scale + 30.0 * rng.standard_normal(DIM) * scale for r in references]
+    raw = temporal_iou(FrameLevelBaseline().predict(queries, references), truth).mean()
+    normalized = FrameLevelBaseline(normalization="standardize")
+    iou = temporal_iou(normalized.predict(queries, references), truth).mean()
+    assert iou > 0.8 and iou > raw + 0.3, (raw, iou)
+    with pytest.raises(ValueError, match="normalization"):
+        FrameLevelBaseline(normalization="whiten")
 
 
 def _brute_force_mean(table: np.ndarray) -> float:

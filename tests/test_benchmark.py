@@ -15,7 +15,7 @@ from video_reloc.baselines import ChanceBaseline
 from video_reloc.metrics import THRESHOLDS
 
 TINY = TINY_SYNTHETIC
-KEYS = [f"{t:g}" for t in THRESHOLDS] + ["mean"]
+KEYS = [f"{t:g}" for t in THRESHOLDS] + ["mean", "mean_iou"]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -48,6 +48,8 @@ def test_config_rejects_unknown_rows_and_seeds():
         benchmark.BenchmarkConfig(rows=["SST"])
     with pytest.raises(ValueError, match="seeds"):
         benchmark.BenchmarkConfig(seeds=0)
+    with pytest.raises(ValueError, match="model_overrides"):
+        benchmark.BenchmarkConfig(model_overrides={"dropout": 0.1})
 
 
 def test_benchmark_with_an_injected_trainer(tiny_examples, tmp_path):
@@ -66,7 +68,13 @@ def test_benchmark_with_an_injected_trainer(tiny_examples, tmp_path):
     assert sorted(calls) == sorted(
         (a, s) for a in ("base", "base_cross_gating", "base_bilinear", "full") for s in (5, 6)
     )
-    assert list(tables.table1) == ["Chance", "Frame-level baseline", "Video-level baseline", "Ours"]
+    assert list(tables.table1) == [
+        "Chance",
+        "Frame-level baseline",
+        "Frame-level baseline (normalized)",
+        "Video-level baseline",
+        "Ours",
+    ]
     assert list(tables.table2) == ["Base", "Base + cross gating", "Base + bilinear", "Ours"]
     assert tables.table1["Ours"] == tables.table2["Ours"]
     for name, row in tables.table1.items():
@@ -96,11 +104,18 @@ def test_benchmark_end_to_end_with_real_training(tiny_examples, tmp_path):
         video_level_steps=3,
         video_level_units=8,
         model_steps=2,
+        model_overrides={"normalization": "standardize"},
     )
     tables = benchmark.run_benchmark(config, examples=tiny_examples)
     table1 = json.loads((tmp_path / "out" / "table1.json").read_text())
     table2 = json.loads((tmp_path / "out" / "table2.json").read_text())
-    assert list(table1) == ["Chance", "Frame-level baseline", "Video-level baseline", "Ours"]
+    assert list(table1) == [
+        "Chance",
+        "Frame-level baseline",
+        "Frame-level baseline (normalized)",
+        "Video-level baseline",
+        "Ours",
+    ]
     assert list(table2) == ["Base", "Base + cross gating", "Base + bilinear", "Ours"]
     for row in [*table1.values(), *table2.values()]:
         _check_row(row)
@@ -111,8 +126,10 @@ def test_benchmark_end_to_end_with_real_training(tiny_examples, tmp_path):
             (tmp_path / "out" / "models" / f"{ablation}_seed0" / "model_config.json").read_text()
         )
         assert model_config["ablation"] == ablation and model_config["units"] == 64
+        assert model_config["normalization"] == "standardize"
     markdown = (tmp_path / "out" / "tables.md").read_text()
     assert "| Ours |" in markdown and "| Ours (paper) | 43.5 |" in markdown
+    assert "Model rows trained with `normalization=standardize`." in markdown
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def test_train_binary_end_to_end(trained):
     assert (data_dir / "activitynet_reloc" / "synthetic").is_dir()  # built by the command
     assert "| Ours |" in proc.stdout and "| Chance (same pairs) |" in proc.stdout
     results = json.loads((model_dir / "results" / "test.json").read_text())
-    assert set(results) == {f"{t:g}" for t in THRESHOLDS} | {"mean"}
+    assert set(results) == {f"{t:g}" for t in THRESHOLDS} | {"mean", "mean_iou"}
     assert results["mean"] == pytest.approx(
         np.mean([results[k] for k in ("0.5", "0.6", "0.7", "0.8", "0.9")])
     )
@@ -356,19 +356,21 @@ def test_binaries_are_quiet_by_default():
 
 
 _ALLOCATOR_PROBE = (
-    "import video_reloc_bin.startup, os, tensorflow as tf\n"
-    "tf.random.normal((256, 256)).numpy()\n"
-    "try:\n"
-    "    tf.config.experimental.get_memory_info('CPU:0')\n"
-    "    print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'], 'bfc')\n"
-    "except ValueError:  # TensorFlow's default CPU allocator keeps no statistics\n"
-    "    print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'], 'default')\n"
+    "import os\n"
+    "before = os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')\n"
+    "import video_reloc_bin.startup, tensorflow as tf\n"
+    "tf.random.normal((8, 8)).numpy()\n"
+    "print(before, os.environ['TF_CPU_ALLOCATOR_USE_BFC'])\n"
 )
 
 
-@pytest.mark.parametrize("setting, expected", [(None, "true bfc"), ("false", "false default")])
+@pytest.mark.parametrize(
+    "setting, expected", [(None, "None true"), ("false", "false false"), ("0", "0 0")]
+)
 def test_binaries_use_the_bfc_cpu_allocator_unless_told(setting, expected):
-    """`startup` asks TensorFlow for its BFC CPU allocator; the environment can say no."""
+    """`startup` sets TensorFlow's BFC CPU allocator switch before TensorFlow starts, unless the
+    environment already says. Tests the setting itself: whether TensorFlow's default allocator
+    keeps statistics varies between machines."""
     env = _quiet_env()
     env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
     if setting is not None:

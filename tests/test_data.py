@@ -195,3 +195,52 @@ def test_stack_padded_zero_pads_and_cuts():
     cut, lengths = stack_padded(arrays, steps=4, dtype=np.float64)
     assert cut.shape == (3, 4, 2) and cut.dtype == np.float64
     np.testing.assert_array_equal(lengths, [3, 4, 0])
+
+
+def test_distractors_are_other_classes_around_the_untouched_answer():
+    examples = make_examples(num_classes=5, per_class=8)
+    rng = np.random.default_rng(4)
+    pairs = data.add_distractors(
+        data.draw_pairs(examples, rng), examples, rng, probability=0.7, max_length=160
+    )
+    stream = data.TrainingStream(examples, batch_size=len(pairs))
+    inputs, groundtruth = stream.batch(pairs)
+    counts = []
+    for k in range(len(pairs)):
+        pieces = pairs.reference_pieces(k)
+        counts.append(len(pieces) - 1)
+        n = inputs["reference_length"][k]
+        reference = inputs["reference"][k, :n]
+        assert n == sum(e - s for _, s, e in pieces) and n <= 160
+        # The answer's rows are the matching example's own ground-truth rows, unchanged.
+        (g0, g1), example = groundtruth[k], pairs.reference[k]
+        o0, o1 = examples.groundtruth[example]
+        np.testing.assert_array_equal(reference[g0:g1], examples.reference[example][o0:o1])
+        # Every other piece is of another class and holds its own action whole.
+        label = examples.label[pairs.query[k]]
+        assert set(reference[:, 2].tolist()) == {examples.label[e] for e, _, _ in pieces}
+        for e, s, t in pieces:
+            if e != example:
+                assert examples.label[e] != label
+                assert s <= examples.groundtruth[e][0] and t >= min(
+                    examples.groundtruth[e][1], s + 1
+                )
+    counts = np.array(counts)
+    assert 0.55 < np.mean(counts > 0) < 0.85 and counts.max() == 2
+
+
+def test_a_stream_with_distractors_is_deterministic_and_off_by_default():
+    examples = make_examples(num_classes=3, per_class=10)
+
+    def first(probability):
+        stream = data.TrainingStream(examples, 4, seed=2, distractor_probability=probability)
+        return next(stream.batches())
+
+    (a, ga), (b, gb) = first(0.5), first(0.5)
+    np.testing.assert_array_equal(a["reference"], b["reference"])
+    np.testing.assert_array_equal(ga, gb)
+    plain, _ = first(0.0)
+    assert next(data.TrainingStream(examples, 4, seed=2).plans()).pieces is None
+    np.testing.assert_array_equal(
+        plain["reference"], next(data.TrainingStream(examples, 4, seed=2).batches())[0]["reference"]
+    )

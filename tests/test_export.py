@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import pathlib
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -14,8 +17,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from video_reloc import build_model
+from video_reloc import warmup as warmup_module
 from video_reloc.decode import segment_scores
-from video_reloc.export import export_saved_model, next_version
+from video_reloc.export import export_saved_model, next_version, remove_stale_exports
+from video_reloc.warmup import read_warmup_requests
 
 FEATURE_DIM = 12
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -94,6 +99,68 @@ def test_layout_versions(exports):
 def test_existing_version_is_refused(model, exports):
     with pytest.raises(FileExistsError):
         export_saved_model(model, exports["xla"].parent, version=1)
+
+
+def test_leftovers_of_killed_exports_are_removed_not_reused(model, tmp_path):
+    """A stale file planted in a killed export's folder does not reach the next version."""
+    base = tmp_path / "reloc"
+    for leftover in (".1.tmp", ".export-killed.tmp"):  # earlier and current temporary names
+        (base / leftover / "variables").mkdir(parents=True)
+        (base / leftover / "stale.txt").write_text("planted")
+        (base / leftover / "variables" / "variables.index").write_text("planted")
+    path = export_saved_model(model, base, jit_compile=False, warmup_shapes=[])
+    assert path == base / "1"
+    assert not (path / "stale.txt").exists()
+    assert sorted(p.name for p in base.iterdir()) == ["1"]
+    assert tf.saved_model.load(str(path)).signatures["serving_default"] is not None
+
+
+def test_a_running_exports_folder_is_left_alone(model, tmp_path):
+    """A folder whose lock is held (an export in progress elsewhere) is not removed."""
+    base = tmp_path / "reloc"
+    running = base / ".export-running.tmp"
+    running.mkdir(parents=True)
+    descriptor = os.open(running, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert remove_stale_exports(base) == []
+        path = export_saved_model(model, base, jit_compile=False, warmup_shapes=[])
+        assert running.is_dir() and path.name == "1"
+    finally:
+        os.close(descriptor)
+    assert remove_stale_exports(base) == [running]
+    assert sorted(p.name for p in base.iterdir()) == ["1"]
+
+
+def test_concurrent_exports_get_distinct_versions(model, tmp_path, monkeypatch):
+    """Two exports into one base at once, both inside their write at the same time."""
+    base = tmp_path / "reloc"
+    both_writing = threading.Barrier(2, timeout=120)
+    write = warmup_module.write_warmup_requests
+
+    def write_together(folder, requests):
+        both_writing.wait()  # each has its own folder open here
+        return write(folder, requests)
+
+    monkeypatch.setattr(warmup_module, "write_warmup_requests", write_together)
+    results, errors = [], []
+
+    def export():
+        try:
+            results.append(export_saved_model(model, base, jit_compile=False))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=export) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert not errors, errors
+    assert sorted(p.name for p in results) == ["1", "2"]
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+    for path in results:
+        assert len(read_warmup_requests(path)) == 1
 
 
 @pytest.mark.parametrize("kind", ["xla", "plain"])

@@ -19,7 +19,8 @@ def test_temporal_iou():
 
 def test_accuracy_is_strictly_above_threshold():
     result = accuracy_at_thresholds([0.5, 0.55, 0.95, 0.1])
-    assert set(result) == {f"{t:g}" for t in THRESHOLDS} | {"mean"}
+    assert set(result) == {f"{t:g}" for t in THRESHOLDS} | {"mean", "mean_iou"}
+    assert result["mean_iou"] == pytest.approx(100 * np.mean([0.5, 0.55, 0.95, 0.1]))
     assert result["0.5"] == pytest.approx(50.0)  # 0.5 itself is not above 0.5
     assert result["0.1"] == pytest.approx(75.0)
     assert result["0.9"] == pytest.approx(25.0)
@@ -38,9 +39,9 @@ def test_format_table():
     result = accuracy_at_thresholds([0.95, 0.65])
     table = format_table({"Ours": result}, paper={"Ours": PAPER_TABLE1["Ours"]})
     lines = table.splitlines()
-    assert lines[0].startswith("| mAP @1 | 0.5 | 0.6 | 0.7 | 0.8 | 0.9 | Average | 0.1")
-    assert (
-        lines[2]
-        == "| Ours | 100.0 | 100.0 | 50.0 | 50.0 | 50.0 | 70.0 | 100.0 | 100.0 | 100.0 | 100.0 |"
+    assert lines[0].startswith("| mAP @1 | 0.5 | 0.6 | 0.7 | 0.8 | 0.9 | Average | mIoU | 0.1")
+    assert lines[2] == (
+        "| Ours | 100.0 | 100.0 | 50.0 | 50.0 | 50.0 | 70.0 | 80.0 "
+        "| 100.0 | 100.0 | 100.0 | 100.0 |"
     )
-    assert lines[3].startswith("| Ours (paper) | 43.5 | 35.1 | 27.3 | 16.2 | 6.5 | 25.7")
+    assert lines[3] == "| Ours (paper) | 43.5 | 35.1 | 27.3 | 16.2 | 6.5 | 25.7 |  |  |  |  |  |"

@@ -118,12 +118,46 @@ def test_gradients_reach_every_trainable_weight():
     for variable, grad in zip(model.trainable_variables, grads):
         assert grad is not None, variable.path
         assert np.all(np.isfinite(grad)), variable.path
-        if variable.path.endswith("attention_score/bias"):
+        if variable.path.endswith("matching/cell/b"):
             # The attention softmax ignores a constant added to every score (Eq. 2's b): its
             # gradient is zero but for rounding.
             assert np.abs(np.asarray(grad)).max() < 1e-6, variable.path
         else:
             assert np.any(np.asarray(grad) != 0), variable.path
+
+
+def test_a_step_compiled_as_a_whole_gives_the_fused_steps_gradients():
+    # A training call runs the matching's "fused" path (each step an XLA computation), which
+    # cannot be nested in an XLA computation; `model.jit_compile = True` says the caller
+    # compiles the whole step, and the model then runs the "hoisted" path.
+    model = build_model(
+        DIM, units=8, bilinear_rank=2, seed=2, encoder_dropout=0, matching_dropout=0
+    )
+    inputs = _pair_batch(np.random.default_rng(2), [3, 5], [9, 6])
+    groundtruth = np.array([[1, 4], [2, 3]])
+
+    def gradients(jit_compile):
+        model.jit_compile = jit_compile
+
+        @tf.function(jit_compile=jit_compile)
+        def step(inputs):
+            with tf.GradientTape() as tape:
+                out = model(inputs, training=True)
+                loss = localization_loss(
+                    out["log_probabilities"], groundtruth, inputs["reference_length"]
+                )
+            return loss, tape.gradient(loss, model.trainable_variables)
+
+        return step(inputs)
+
+    assert model._paths(training=True, compile_stages=False) == ("fused", None)
+    fused_loss, fused = gradients(False)
+    whole_loss, whole = gradients(True)
+    assert model._paths(training=True, compile_stages=False) == ("hoisted", False)
+    assert model._paths(training=False, compile_stages=True) == ("staged", False)
+    np.testing.assert_allclose(whole_loss, fused_loss, rtol=1e-5)
+    for variable, a, b in zip(model.trainable_variables, whole, fused):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=variable.path)
 
 
 def test_training_steps_reduce_the_loss():

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from layer_testing import distinct_weights
 
-from video_reloc import architectures, build_model
+from video_reloc import architectures, build_model, training
 from video_reloc.losses import localization_loss
 from video_reloc.parallel_model import (
     PARALLEL_ABLATIONS,
@@ -179,6 +179,10 @@ def test_rejects_bad_arguments():
         ParallelRelocModel(matching="outer")
     with pytest.raises(ValueError, match="views"):
         build_parallel_model(DIM, input_views=["whitened"], **SMALL)
+    with pytest.raises(ValueError, match="normalization"):
+        build_parallel_model(DIM, normalization="standardize", **SMALL)
+    with pytest.raises(ValueError, match="normalization"):
+        training.preset_config("parallel", model_dir="m", normalization="center")
     with pytest.raises(ValueError, match="similarity map"):
         ParallelRelocModel(matching="none", similarity_map=False)
     with pytest.raises(KeyError, match="reference_length"):

@@ -19,9 +19,11 @@ import time
 import urllib.error
 import urllib.request
 
+import grpc
 import numpy as np
 import pytest
 from net import free_ports, request
+from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from video_reloc import build_model
 from video_reloc.export import export_saved_model
@@ -308,6 +310,47 @@ def test_a_removed_version_goes_away(start, exported, tmp_path, policy):
     assert default_version(url) == str(kept)
 
 
+def test_a_base_path_without_a_version_serves_the_first_that_appears(exported, tmp_path):
+    """Started on an empty base path (only a half-written `.1.tmp`): not available, then served."""
+    base = tmp_path / "reloc"
+    aside = base / ".1.tmp"
+    shutil.copytree(exported, aside, ignore=shutil.ignore_patterns("saved_model.pb"))
+    manager = ModelManager([ModelConfig("reloc", str(base))], enable_model_warmup=False)
+    with pytest.raises(FileNotFoundError, match="no numeric version folder"):
+        manager.load()  # as `load_models` does: versions required
+    manager = ModelManager([ModelConfig("reloc", str(base))], enable_model_warmup=False)
+    manager.load(require_versions=False)
+    server = start_server(
+        manager, port=0, host="127.0.0.1", grpc_port=0, file_system_poll_wait_seconds=POLL_S
+    )
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        for path in ("", "/metadata"):
+            status, body = request(url + "/v1/models/reloc" + path)
+            assert status == 404
+            assert (
+                f"'reloc' has no version available yet: waiting for a version folder under {base}"
+                in body["error"]
+            )
+        status, body = predict(url)
+        assert status == 404 and "no version available yet" in body["error"]
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            status_request = get_model_status_pb2.GetModelStatusRequest()
+            status_request.model_spec.name = "reloc"
+            with pytest.raises(grpc.RpcError) as error:
+                model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request)
+            assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        manager.poll()
+        assert request(url + "/v1/models/reloc")[0] == 404  # `.1.tmp` is no version
+        shutil.copy(exported / "saved_model.pb", aside / "saved_model.pb")
+        aside.rename(base / "1")
+        wait_for(lambda: predict(url)[0] == 200, "version 1 to be served")
+        assert states(url) == {1: "AVAILABLE"}
+    finally:
+        server.shutdown()
+        manager.close()
+
+
 @pytest.mark.parametrize("poll", [0, -1])
 def test_poll_zero_or_less_disables_polling(start, exported, tmp_path, poll):
     base = tmp_path / "reloc"
@@ -419,7 +462,7 @@ def test_serve_binary_polls(exported, tmp_path):
     code = (
         "import sys\n"
         "from video_reloc_bin import serve\n"
-        "sys.argv = ['serve', '--rest_api_host=127.0.0.1', '--model_name=reloc', "
+        "sys.argv = ['serve', '--rest_api_host=127.0.0.1', '--model_name=reloc', '--port=0', "
         f"'--rest_api_port={port}', '--model_base_path={base}', "
         "'--file_system_poll_wait_seconds=0.2', '--noenable_model_warmup']\n"
         "serve.run()\n"
@@ -433,7 +476,7 @@ def test_serve_binary_polls(exported, tmp_path):
         def started():
             assert process.poll() is None, process.stdout.read()
             try:
-                return request(url + "/v1/models/reloc", timeout=5)[0] == 200
+                return predict(url)[0] == 200  # the APIs answer (404) while it loads
             except (urllib.error.URLError, ConnectionError):
                 return False
 

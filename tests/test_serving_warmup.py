@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
 
 from video_reloc import build_model
 from video_reloc.export import bucket_warmup_shapes, default_warmup_shapes, export_saved_model
@@ -90,11 +91,17 @@ def test_export_writes_tf_serving_warmup_requests(xla_base, plain_base):
     # Without XLA: one small request.
     [plain] = read_warmup_requests(plain_base / "1")
     assert plain.describe() == "batch 1, query 16, reference 50"
-    # TensorFlow Serving's wire format: PredictionLog.predict_log is field 6, PredictLog.request
-    # field 1, PredictRequest.model_spec field 1 and inputs field 2 (length-delimited: tag | 2).
+    # Each record is TensorFlow Serving's own PredictionLog, as its model server reads it.
     record = next(iter(tf.data.TFRecordDataset(str(xla_base / "1" / WARMUP_REQUESTS_PATH))))
     record = record.numpy()
-    assert record[0] == (6 << 3 | 2)
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    assert log.WhichOneof("log_type") == "predict_log"
+    request = log.predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    assert sorted(request.inputs) == ["query", "query_length", "reference", "reference_length"]
+    np.testing.assert_array_equal(
+        tf.make_ndarray(request.inputs["reference"]), np.zeros((1, 50, 12))
+    )
     assert len(record) < 400  # constant inputs are stored as one value, not 1 x 50 x D floats
 
 
@@ -123,6 +130,21 @@ def test_requests_round_trip_any_values(tmp_path):
     assert second.describe() == "batch 2, query 3, reference 4"
     with pytest.raises(ValueError, match="1 to 1000"):
         write_warmup_requests(tmp_path, [])
+
+
+def test_records_that_are_not_predict_logs_are_refused(tmp_path):
+    path = tmp_path / WARMUP_REQUESTS_PATH
+    path.parent.mkdir(parents=True)
+    classify = prediction_log_pb2.PredictionLog()
+    classify.classify_log.request.model_spec.name = "x"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(classify.SerializeToString())
+    with pytest.raises(ValueError, match="record 0 is not a predict log"):
+        read_warmup_requests(tmp_path)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(b"\xff\xff\xff")
+    with pytest.raises(ValueError, match="record 0 is not a PredictionLog"):
+        read_warmup_requests(tmp_path)
 
 
 def test_load_warms_up_before_returning_and_the_flag_turns_it_off(plain_base):

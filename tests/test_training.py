@@ -93,7 +93,7 @@ def test_train_resume_fallback_and_export(tmp_path, caplog):
     assert _latest_step(model_dir) == 4 and (model_dir / "ckpt-2.index").exists()
     assert first.best_step in (2, 4)
     test = json.loads((model_dir / "results" / "test.json").read_text())
-    assert set(test) == {f"{t:g}" for t in THRESHOLDS} | {"mean"}
+    assert set(test) == {f"{t:g}" for t in THRESHOLDS} | {"mean", "mean_iou"}
     assert test == pytest.approx(first.test)
     assert evaluation.is_saved_model(first.export_path)
     assert first.export_path.parent == model_dir / "export"

@@ -28,6 +28,7 @@ from video_reloc.padding import stack_padded
 BUCKET_SPAN = 30  # reference lengths per bucket (`--bucket_span` of the original release)
 QUERY_MULTIPLE = 8  # queries are padded to a multiple of this, references to a bucket's end
 CROP_PROBABILITY = 0.9  # probability of cropping a training reference's context
+MAX_REFERENCE_LENGTH = 300  # the longest reference window of the dataset
 DEFAULT_DATASET = "activitynet_reloc/synthetic"
 
 
@@ -193,21 +194,34 @@ class Pairs:
         reference: `(P,)` index of each pair's reference example.
         window: `(P, 2)` [start, end) of the (cropped) reference window in that example's
             reference.
-        groundtruth: `(P, 2)` [start, end) of the segment in the cropped window.
+        groundtruth: `(P, 2)` [start, end) of the segment in the reference the model sees:
+            the cropped window, or the composition of `pieces`.
+        pieces: With distractors (`add_distractors`), `(P, K, 3)` rows `(example, start, end)`
+            whose concatenation, in order, is each pair's reference (one of them the window;
+            unused rows have example -1); `None` when every reference is its window alone.
     """
 
     query: np.ndarray
     reference: np.ndarray
     window: np.ndarray
     groundtruth: np.ndarray
+    pieces: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.query)
 
     @property
     def reference_lengths(self) -> np.ndarray:
-        """`(P,)` lengths of the cropped references."""
+        """`(P,)` lengths of the (cropped, composed) references."""
+        if self.pieces is not None:
+            return np.sum(self.pieces[:, :, 2] - self.pieces[:, :, 1], axis=1)
         return self.window[:, 1] - self.window[:, 0]
+
+    def reference_pieces(self, k: int) -> list[tuple[int, int, int]]:
+        """The `(example, start, end)` rows whose concatenation is pair `k`'s reference."""
+        if self.pieces is None:
+            return [(int(self.reference[k]), int(self.window[k, 0]), int(self.window[k, 1]))]
+        return [tuple(int(v) for v in piece) for piece in self.pieces[k] if piece[0] >= 0]
 
 
 def draw_pairs(
@@ -254,6 +268,74 @@ def draw_pairs(
         window=np.stack([off_st, length - off_en], axis=1),
         groundtruth=gt - off_st[:, None],
     )
+
+
+def add_distractors(
+    pairs: Pairs,
+    examples: Examples,
+    rng: np.random.Generator,
+    probability: float,
+    max_distractors: int = 2,
+    max_length: int = MAX_REFERENCE_LENGTH,
+) -> Pairs:
+    """Composes references that hold actions of other classes besides the matching one.
+
+    ActivityNet's reference windows reach to the nearest segments of the same class, so a
+    training reference holds one action, the answer: a model can then find "the action"
+    without looking at the query, and what it learns is what the 160 training classes look
+    like, which does not carry over to unseen classes. With `probability`, a pair's reference
+    becomes its window with 1 to `max_distractors` windows of training examples of other
+    classes (each cropped at random around its own action, as `draw_pairs` crops), all in a
+    random order: the model must compare with the query to tell the answer from the others.
+    Every piece keeps its own video's appearance, as a shot cut does. Pieces are cut short to
+    keep the reference within `max_length` (the matching window is never cut).
+
+    Args:
+        pairs: One epoch of `draw_pairs`.
+        examples: The train split.
+        rng: The generator of every random choice.
+        probability: Probability that a pair gets distractors.
+        max_distractors: The most distractors of a pair.
+        max_length: The longest composed reference.
+
+    Returns:
+        `Pairs` with `pieces` and `groundtruth` in the composed references.
+    """
+    n, slots = len(pairs), max_distractors + 1
+    pieces = np.full((n, slots, 3), -1, np.int64)
+    pieces[:, :, 1:] = 0
+    groundtruth = pairs.groundtruth.copy()
+    lengths = examples.reference_lengths
+    for k in range(n):
+        main = (int(pairs.reference[k]), *(int(v) for v in pairs.window[k]))
+        chosen = [main]
+        if rng.random() < probability:
+            room = max_length - (main[2] - main[1])
+            label = examples.label[pairs.query[k]]
+            for _ in range(int(rng.integers(1, max_distractors + 1))):
+                other = int(rng.integers(len(examples)))
+                for _ in range(10):  # another class (a split has more than one)
+                    if examples.label[other] != label:
+                        break
+                    other = int(rng.integers(len(examples)))
+                if examples.label[other] == label or room < 1:
+                    continue
+                start, end = examples.groundtruth[other]
+                lo = int(rng.integers(0, start + 1))
+                hi = int(rng.integers(end, lengths[other] + 1))
+                hi = min(hi, lo + room)
+                if hi > lo:
+                    chosen.append((other, lo, hi))
+                    room -= hi - lo
+            order = rng.permutation(len(chosen))
+            chosen = [chosen[i] for i in order]
+        offset = 0
+        for j, piece in enumerate(chosen):
+            pieces[k, j] = piece
+            if piece is main:
+                groundtruth[k] += offset
+            offset += piece[2] - piece[1]
+    return dataclasses.replace(pairs, groundtruth=groundtruth, pieces=pieces)
 
 
 def pad_to(length: int, multiple: int) -> int:
@@ -306,6 +388,8 @@ class TrainingStream:
         crop_probability: Probability of cropping a reference's context.
         bucket_span: Reference lengths per bucket.
         query_multiple: Queries are padded to a multiple of this.
+        distractor_probability: Probability that a pair's reference also holds windows of
+            other classes (`add_distractors`; 0, the original release, never).
     """
 
     def __init__(
@@ -316,6 +400,7 @@ class TrainingStream:
         crop_probability: float = CROP_PROBABILITY,
         bucket_span: int = BUCKET_SPAN,
         query_multiple: int = QUERY_MULTIPLE,
+        distractor_probability: float = 0.0,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
@@ -325,34 +410,37 @@ class TrainingStream:
         self.crop_probability = crop_probability
         self.bucket_span = bucket_span
         self.query_multiple = query_multiple
+        self.distractor_probability = distractor_probability
 
     def plans(self) -> Iterator[Pairs]:
         """Yields the pairs of each batch (`group_by_window` over epochs of `draw_pairs`)."""
         rng = np.random.default_rng(self.seed)
-        windows: dict[int, list[tuple[int, int, int, int, int, int]]] = {}
+        windows: dict[int, list[np.ndarray]] = {}
         while True:
             pairs = draw_pairs(self.examples, rng, self.crop_probability)
+            if self.distractor_probability > 0:
+                pairs = add_distractors(pairs, self.examples, rng, self.distractor_probability)
             keys = pairs.reference_lengths // self.bucket_span
             for k in range(len(pairs)):
                 window = windows.setdefault(int(keys[k]), [])
-                window.append(
-                    (
-                        pairs.query[k],
-                        pairs.reference[k],
-                        *pairs.window[k],
-                        *pairs.groundtruth[k],
-                    )
-                )
+                row = [pairs.query[k], pairs.reference[k], *pairs.window[k], *pairs.groundtruth[k]]
+                if pairs.pieces is not None:
+                    row.extend(pairs.pieces[k].ravel())
+                window.append(np.array(row, np.int64))
                 if len(window) == self.batch_size:
-                    rows = np.array(window, np.int64)
+                    rows = np.stack(window)
                     window.clear()
-                    yield Pairs(rows[:, 0], rows[:, 1], rows[:, 2:4], rows[:, 4:6])
+                    pieces = rows[:, 6:].reshape(len(rows), -1, 3) if rows.shape[1] > 6 else None
+                    yield Pairs(rows[:, 0], rows[:, 1], rows[:, 2:4], rows[:, 4:6], pieces)
 
     def batch(self, pairs: Pairs) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The padded arrays of the pairs of one batch (see `pad_batch`)."""
         queries = [self.examples.query[i] for i in pairs.query]
         references = [
-            self.examples.reference[i][s:e] for i, (s, e) in zip(pairs.reference, pairs.window)
+            np.concatenate(
+                [self.examples.reference[i][s:e] for i, s, e in pairs.reference_pieces(k)]
+            )
+            for k in range(len(pairs))
         ]
         return pad_batch(
             queries, references, pairs.groundtruth, self.query_multiple, self.bucket_span

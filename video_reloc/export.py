@@ -24,6 +24,9 @@ the batch to a power of two (multiples of 64 past 64), the query to a multiple o
 back: the model never lets padding change a valid step, so the answers are those of the
 unpadded inputs, and a server meets a handful of shapes instead of one per request.
 
+Each export writes into a fresh temporary folder and renames it to its version folder when
+complete, which takes the version number atomically (see `export_saved_model`).
+
 The export also writes TensorFlow Serving's warm-up file, `assets.extra/tf_serving_warmup_requests`
 (see `video_reloc.warmup`): one request per bucket a single pair up to `WARMUP_MAX_QUERY_STEPS`
 query and `WARMUP_MAX_REFERENCE_STEPS` reference steps falls into (4 x 6 = 24 with the default
@@ -33,7 +36,13 @@ when they load the model, before they report it AVAILABLE, not on the first requ
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
+import os
 import pathlib
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 
 import tensorflow as tf
@@ -52,6 +61,8 @@ REFERENCE_BUCKET = 50
 BATCH_BUCKET = 64  # batches pad to 1, 2, 4, ..., 64, then to multiples of 64
 WARMUP_MAX_QUERY_STEPS = MAX_SEGMENT_LENGTH  # the longest segment decoded: queries are segments
 WARMUP_MAX_REFERENCE_STEPS = 300  # the training references' longest (`relocalize.WINDOW`)
+
+logger = logging.getLogger(__name__)
 
 
 def _round_up(size: tf.Tensor, multiple: int) -> tf.Tensor:
@@ -223,6 +234,93 @@ def next_version(export_base: str | pathlib.Path) -> int:
     return max(versions, default=0) + 1
 
 
+def _lock(path: pathlib.Path) -> int | None:
+    """An open descriptor of folder `path` holding its exclusive lock, or `None` if another
+    holds it (a live export). The kernel drops the lock when its process dies."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def _is_temporary(path: pathlib.Path) -> bool:
+    """An export's temporary folder: `.export-*.tmp`, or `.N.tmp` of earlier releases."""
+    return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_dir()
+
+
+def remove_stale_exports(export_base: str | pathlib.Path) -> list[pathlib.Path]:
+    """Removes the temporary folders that exports killed midway left under `export_base`.
+
+    A running export holds a lock on its folder (`flock`), which the kernel drops when its
+    process dies; a folder whose lock can be taken is a leftover, and goes.
+
+    Returns:
+        The folders removed.
+    """
+    base = pathlib.Path(export_base)
+    removed = []
+    for path in sorted(base.iterdir()) if base.is_dir() else []:
+        if not _is_temporary(path):
+            continue
+        try:
+            descriptor = _lock(path)
+        except FileNotFoundError:
+            continue  # removed meanwhile, or published
+        if descriptor is None:
+            continue  # an export in progress
+        try:
+            try:
+                if os.stat(path).st_ino != os.fstat(descriptor).st_ino:
+                    continue  # published meanwhile: the lock was its, the path is gone
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            logger.warning("Removed %s, left by an export that did not finish", path)
+        finally:
+            os.close(descriptor)
+    return removed
+
+
+def _fresh_folder(base: pathlib.Path) -> tuple[pathlib.Path, int]:
+    """A new temporary folder under `base`, locked: its path and lock descriptor."""
+    while True:
+        path = pathlib.Path(tempfile.mkdtemp(prefix=".export-", suffix=".tmp", dir=base))
+        descriptor = _lock(path)
+        if descriptor is None:
+            continue  # another export's clean-up took it first, and removes it
+        try:
+            same = os.stat(path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            same = False  # that clean-up removed it before this export locked it
+        if same:
+            return path, descriptor
+        os.close(descriptor)
+
+
+def _publish(folder: pathlib.Path, base: pathlib.Path, version: int | None) -> pathlib.Path:
+    """Renames a complete export to its version folder; the rename takes the number.
+
+    Renaming onto a version folder that exists (it holds files) fails, so two exports that
+    pick the same next number cannot both have it: the second takes the number after.
+    """
+    while True:
+        target = base / str(next_version(base) if version is None else version)
+        try:
+            os.rename(folder, target)
+            return target
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            if version is not None:
+                raise FileExistsError(
+                    f"SavedModel version folder {target} already exists."
+                ) from None
+
+
 def export_saved_model(
     model: VideoRelocModel,
     export_base: str | pathlib.Path,
@@ -234,11 +332,16 @@ def export_saved_model(
 ) -> pathlib.Path:
     """Writes `model` as a SavedModel under `export_base/<version>/`.
 
+    The export writes into a fresh temporary folder of its own (`.export-XXXX.tmp`, which a
+    server polling the base path ignores) and renames it to its version folder when complete;
+    the rename takes the version number, so exports into one base at the same time get
+    distinct versions. The leftovers of exports killed midway are removed first.
+
     Args:
         model: A built model.
         export_base: The model's base path (TensorFlow Serving's `--model_base_path`).
         version: The version folder; `None` takes the next free number.
-        feature_dim: D; `None` reads it from the encoder's kernel.
+        feature_dim: D; `None` reads it from the model (`architectures.model_feature_dim`).
         jit_compile: Whether the signature runs the model with XLA (see the module docstring).
         max_segment_length: The longest segment decoded, in features.
         warmup_shapes: The requests of `assets.extra/tf_serving_warmup_requests` (zero features,
@@ -246,24 +349,39 @@ def export_saved_model(
 
     Returns:
         The version folder written.
+
+    Raises:
+        FileExistsError: If the version asked for exists.
     """
     if feature_dim is None:
         feature_dim = model_feature_dim(model)
-    version = next_version(export_base) if version is None else int(version)
-    path = pathlib.Path(export_base) / str(version)
-    if path.exists():
-        raise FileExistsError(f"SavedModel version folder {path} already exists.")
+    base = pathlib.Path(export_base)
+    if version is not None:
+        version = int(version)
+        if (base / str(version)).exists():
+            raise FileExistsError(
+                f"SavedModel version folder {base / str(version)} already exists."
+            )
+    base.mkdir(parents=True, exist_ok=True)
+    remove_stale_exports(base)
     module = RelocalizationModule(
         model, feature_dim, max_segment_length=max_segment_length, jit_compile=jit_compile
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
-    if warmup_shapes is None:
-        warmup_shapes = default_warmup_shapes(jit_compile)
-    if warmup_shapes:
-        warmup.write_warmup_requests(
-            tmp,
-            [warmup.make_request(shape, feature_dim, SIGNATURE_NAME) for shape in warmup_shapes],
-        )
-    tmp.rename(path)  # a half-written export never looks like a version
-    return path
+    folder, lock = _fresh_folder(base)
+    try:
+        tf.saved_model.save(module, str(folder), signatures={SIGNATURE_NAME: module.serve})
+        if warmup_shapes is None:
+            warmup_shapes = default_warmup_shapes(jit_compile)
+        if warmup_shapes:
+            warmup.write_warmup_requests(
+                folder,
+                [
+                    warmup.make_request(shape, feature_dim, SIGNATURE_NAME)
+                    for shape in warmup_shapes
+                ],
+            )
+        return _publish(folder, base, version)  # a half-written export never looks like a version
+    finally:
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        os.close(lock)

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from keras import ops
 
-from video_reloc.layers import AttentionMatching, LocalizerHead, SequenceLSTM
+from video_reloc.layers import (
+    AttentionMatching,
+    FeatureNormalization,
+    LocalizerHead,
+    SequenceLSTM,
+)
+from video_reloc.layers.sequence_ops import compiled_stage
 
 INPUT_KEYS = ("query", "query_length", "reference", "reference_length")
 
@@ -22,13 +29,20 @@ ABLATIONS = {
 class VideoRelocModel(keras.Model):
     """Cross gated bilinear matching model for video re-localization.
 
+    - Optionally (not in the paper), `FeatureNormalization` of the query and the reference,
+      each over its own valid steps, before the encoder.
     - Eq. (1): one LSTM, shared by query and reference, encodes the features; dropout follows
       (the original release keeps 0.6 of the units).
-    - Eqs. (2)-(7): `AttentionMatching`, forward and backward; dropout follows (keeps 0.8).
+    - Eqs. (2)-(7): `AttentionMatching`, forward and backward, concatenated into h^m; dropout
+      follows (keeps 0.8).
     - Eq. (8): `LocalizerHead`, per-step log-probabilities of start, end, inside, outside.
 
     Padding is never read by a valid step: the LSTMs are causal, the backward matching reverses
     within the valid length, and the attention softmax masks query steps past `query_length`.
+
+    A caller that compiles a whole training step with XLA sets `model.jit_compile = True`
+    first (Keras' `fit` follows the same attribute): the model then runs the paths that
+    compile as part of a larger computation (see `_paths`).
 
     Args:
         units: Hidden size l of every LSTM (128).
@@ -37,20 +51,23 @@ class VideoRelocModel(keras.Model):
         matching: `"bilinear"` (Eq. 5) or `"concat"` (Table 2 ablation switch).
         encoder_dropout: Dropout rate after the encoder (0.4, i.e. keep 0.6).
         matching_dropout: Dropout rate after the matching (0.2, i.e. keep 0.8).
+        normalization: `None` (the paper), or a `FeatureNormalization` mode (`"standardize"`,
+            `"center"`) applied to each query and reference before the encoder.
         **kwargs: Base model arguments.
 
     Call arguments:
         inputs: A dict with `query` `(B, Tq, D)` float32, `query_length` `(B,)` int32,
             `reference` `(B, Tr, D)` float32 and `reference_length` `(B,)` int32.
-        training: Whether dropout is active.
+        training: Whether dropout is active. A training call that is not compiled with XLA
+            as a whole runs the matching's `"fused"` path (each step an XLA computation).
         return_attention: Whether to add the forward attention map to the outputs.
         compile_stages: For inference from a graph that is not itself compiled with XLA (the
             SavedModel's signature): run the encoder (once for the query, and for the
-            reference its projection, then its loop), each matching direction and the
-            localizer as XLA computations of their own. TensorFlow then runs the independent
-            ones at once, in particular the two matching loops, one per core, each with its
-            weights in its core's cache. The localizer's computation concatenates the two
-            directions' states.
+            reference its projection, then its loop), each matching direction (the matching's
+            `"staged"` path) and the localizer as XLA computations of their own. TensorFlow
+            then runs the independent ones at once, in particular the two matching loops, one
+            per core, each with its weights in its core's cache. The localizer's computation
+            concatenates the two directions' states.
 
     Returns:
         A dict with `log_probabilities` of shape `(B, Tr, 4)` and, with `return_attention`,
@@ -65,6 +82,7 @@ class VideoRelocModel(keras.Model):
         matching: str = "bilinear",
         encoder_dropout: float = 0.4,
         matching_dropout: float = 0.2,
+        normalization: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,6 +92,12 @@ class VideoRelocModel(keras.Model):
         self.matching = matching
         self.encoder_dropout = encoder_dropout
         self.matching_dropout = matching_dropout
+        self.normalization = normalization
+        self.feature_normalization = (
+            FeatureNormalization(normalization, name="feature_normalization")
+            if normalization
+            else None
+        )
         self.encoder = SequenceLSTM(units, name="encoder")
         self.encoder_dropout_layer = keras.layers.Dropout(encoder_dropout, name="encoder_dropout")
         self.matching_layer = AttentionMatching(
@@ -104,12 +128,16 @@ class VideoRelocModel(keras.Model):
         missing = [key for key in INPUT_KEYS if key not in inputs]
         if missing:
             raise KeyError(f"VideoRelocModel inputs lack {missing}; expected keys {INPUT_KEYS}.")
+        matching, use_cudnn = self._paths(training, compile_stages)
+        query, reference = inputs["query"], inputs["reference"]
+        if self.feature_normalization is not None:
+            query = self.feature_normalization(query, inputs["query_length"])
+            reference = self.feature_normalization(reference, inputs["reference_length"])
         if compile_stages:
-            query, reference = self._encode_staged(inputs["query"], inputs["reference"])
-            localizer = _compiled_stage(self.localizer, self.localizer.name)
+            query, reference = self._encode_staged(query, reference)
         else:
-            query, reference = self.encoder(inputs["query"]), self.encoder(inputs["reference"])
-            localizer = self.localizer
+            query = self.encoder(query, use_cudnn=use_cudnn)
+            reference = self.encoder(reference, use_cudnn=use_cudnn)
         query = self.encoder_dropout_layer(query, training=training)
         reference = self.encoder_dropout_layer(reference, training=training)
         matched = self.matching_layer(
@@ -118,26 +146,45 @@ class VideoRelocModel(keras.Model):
             query_length=inputs["query_length"],
             reference_length=inputs["reference_length"],
             return_attention=return_attention,
-            parallel_directions=compile_stages,
-            # Staged, the localizer's computation joins the two directions.
-            split_directions=compile_stages,
+            implementation=matching,
         )
         outputs = {}
         if return_attention:
             matched, outputs["attention"] = matched
         if compile_stages:
+            # h^f and h^b apart: the localizer's computation concatenates them into h^m.
             matched = [self.matching_dropout_layer(m, training=training) for m in matched]
+            outputs["log_probabilities"] = compiled_stage(
+                lambda parts: self.localizer(parts, use_cudnn=False), self.localizer.name
+            )(matched)
         else:
+            matched = ops.concatenate(list(matched), axis=-1)  # h^m
             matched = self.matching_dropout_layer(matched, training=training)
-        outputs["log_probabilities"] = localizer(matched)
+            outputs["log_probabilities"] = self.localizer(matched, use_cudnn=use_cudnn)
         return outputs
+
+    def _paths(self, training, compile_stages) -> tuple[str, bool | None]:
+        """The matching's `implementation` and the LSTMs' `use_cudnn` for one call.
+
+        - `compile_stages`: the matching's `"staged"` path; no cuDNN, which XLA cannot compile.
+        - `self.jit_compile`, which says that the caller compiles the whole call with XLA
+          (Keras' `fit` does when it is True; a custom loop that does sets it): the
+          `"hoisted"` matching, which XLA fuses as a whole, and no cuDNN.
+        - Otherwise, in training, the `"fused"` matching; else the `"hoisted"` one. The
+          LSTMs take their own path: cuDNN's where a GPU is present.
+        """
+        if compile_stages:
+            return "staged", False
+        if self.jit_compile:
+            return "hoisted", False
+        return ("fused" if training else "hoisted"), None
 
     def _encode_staged(self, query, reference):
         """Eq. (1) as XLA computations: the query's; the reference's projection, then its loop.
 
         The reference's input projection, the largest matmul of inference, runs before the
-        query's encoder starts, so that it has both cores (staged inference about 2% faster on
-        a 2-core CPU); the query's encoder then runs beside the reference's loop.
+        query's encoder starts, so that it has both cores; the query's encoder then runs beside
+        the reference's loop.
 
         Args:
             query: `(B, Tq, D)` features.
@@ -147,11 +194,11 @@ class VideoRelocModel(keras.Model):
             The encodings h^q `(B, Tq, l)` and h^r `(B, Tr, l)`.
         """
         encoder = self.encoder
-        projected = _compiled_stage(encoder.project, f"{encoder.name}_projection")(reference)
+        projected = compiled_stage(encoder.project, f"{encoder.name}_projection")(reference)
         with tf.control_dependencies([projected]):
             query = tf.identity(query)
-        query = _compiled_stage(encoder, encoder.name)(query)
-        return query, _compiled_stage(encoder.recur, f"{encoder.name}_recurrence")(projected)
+        query = compiled_stage(lambda x: encoder(x, use_cudnn=False), encoder.name)(query)
+        return query, compiled_stage(encoder.recur, f"{encoder.name}_recurrence")(projected)
 
     def get_config(self):
         config = super().get_config()
@@ -163,19 +210,10 @@ class VideoRelocModel(keras.Model):
                 "matching": self.matching,
                 "encoder_dropout": self.encoder_dropout,
                 "matching_dropout": self.matching_dropout,
+                "normalization": self.normalization,
             }
         )
         return config
-
-
-def _compiled_stage(function, name: str):
-    """`function` (a layer or a method) of one argument as an XLA computation of its own."""
-
-    def stage(inputs):
-        return function(inputs)
-
-    stage.__name__ = name
-    return tf.function(stage, jit_compile=True, autograph=False)
 
 
 def build_model(
@@ -185,6 +223,7 @@ def build_model(
     bilinear_rank: int = 8,
     encoder_dropout: float = 0.4,
     matching_dropout: float = 0.2,
+    normalization: str | None = None,
     seed: int | None = None,
 ) -> VideoRelocModel:
     """Makes and builds a `VideoRelocModel` for features of size `feature_dim`.
@@ -196,6 +235,7 @@ def build_model(
         bilinear_rank: Rank k.
         encoder_dropout: Dropout rate after the encoder.
         matching_dropout: Dropout rate after the matching.
+        normalization: `None`, or a `FeatureNormalization` mode before the encoder.
         seed: If given, seeds Keras' random generators before the weights are made.
 
     Returns:
@@ -210,6 +250,7 @@ def build_model(
         bilinear_rank=bilinear_rank,
         encoder_dropout=encoder_dropout,
         matching_dropout=matching_dropout,
+        normalization=normalization,
         **ABLATIONS[ablation],
     )
     model.build(

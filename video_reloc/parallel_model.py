@@ -264,6 +264,7 @@ def build_parallel_model(
     feature_dim: int,
     ablation: str = "full",
     seed: int | None = None,
+    normalization: str | None = None,
     **kwargs,
 ) -> ParallelRelocModel:
     """Makes and builds a `ParallelRelocModel` for features of size `feature_dim`.
@@ -272,11 +273,19 @@ def build_parallel_model(
         feature_dim: D, the size of one feature vector.
         ablation: A key of `PARALLEL_ABLATIONS`.
         seed: If given, seeds Keras' random generators before the weights are made.
+        normalization: Must be `None`: the field of `model_config.json` that puts a
+            `FeatureNormalization` before the paper's model; this model normalizes its inputs
+            itself (`NormalizedProjection`).
         **kwargs: Other `ParallelRelocModel` arguments (`units`, `bilinear_rank`, ...).
 
     Returns:
         A built model.
     """
+    if normalization is not None:
+        raise ValueError(
+            f"normalization={normalization!r} applies to the paper's model (architecture cgbm); "
+            "the parallel model normalizes its inputs itself (input_views)."
+        )
     if ablation not in PARALLEL_ABLATIONS:
         raise ValueError(
             f"Unknown ablation {ablation!r} of the parallel model; choose one of "

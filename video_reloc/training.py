@@ -61,6 +61,7 @@ MODEL_FIELDS = (
     "bilinear_rank",
     "encoder_dropout",
     "matching_dropout",
+    "normalization",
 )
 
 
@@ -84,7 +85,11 @@ class TrainConfig:
         bilinear_rank: Rank k of the factorized bilinear matching.
         encoder_dropout: Dropout rate after the encoder (keep 0.6).
         matching_dropout: Dropout rate after the matching (keep 0.8).
+        normalization: `None` (the paper) or a `FeatureNormalization` mode applied to each
+            query and reference inside the model (`standardize`, `center`).
         crop_probability: Probability of cropping a training reference's context.
+        distractor_probability: Probability that a training reference also holds windows of
+            other classes (`data.add_distractors`; 0 in the original release).
         bucket_span: Reference lengths per training bucket.
         seed: Seed of the weights, the pair draws and dropout.
         strategy: `auto`, `one_device`, `mirrored` or `multi_worker` (see `make_strategy`).
@@ -113,7 +118,9 @@ class TrainConfig:
     bilinear_rank: int = 8
     encoder_dropout: float = 0.4
     matching_dropout: float = 0.2
+    normalization: str | None = None
     crop_probability: float = data.CROP_PROBABILITY
+    distractor_probability: float = 0.0
     bucket_span: int = data.BUCKET_SPAN
     seed: int = 0
     strategy: str = "auto"
@@ -134,6 +141,11 @@ class TrainConfig:
             raise ValueError(
                 f"ablation must be one of {sorted(choices)} for architecture "
                 f"{self.architecture}, got {self.ablation!r}"
+            )
+        if self.architecture == "parallel" and self.normalization is not None:
+            raise ValueError(
+                f"normalization applies to architecture cgbm, got {self.normalization!r} for "
+                "architecture parallel, which normalizes its inputs itself"
             )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
@@ -453,6 +465,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
         seed=config.seed,
         crop_probability=config.crop_probability,
         bucket_span=config.bucket_span,
+        distractor_probability=config.distractor_probability,
     )
     replicas = strategy.num_replicas_in_sync
 

@@ -8,10 +8,8 @@ the version AVAILABLE. With XLA the exported signature compiles once per buckete
 bucket pays that compile. `video_reloc.export` writes the file and `video_reloc.serving` replays
 it, as TensorFlow Serving does.
 
-The protos are declared here, wire-compatible with `tensorflow_serving/apis/prediction_log.proto`
-and `predict.proto` (the fields a predict warm-up uses, with their numbers), so neither side needs
-the `tensorflow-serving-api` package; fields declared nowhere here (`log_metadata`, responses,
-other log types) survive parsing as unknown fields.
+The records are TensorFlow Serving's own `PredictionLog` protos (`tensorflow-serving-api`'s
+`prediction_log_pb2`), each holding a `PredictLog` whose `PredictRequest` names the signature.
 """
 
 from __future__ import annotations
@@ -24,17 +22,15 @@ from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import message
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
 WARMUP_REQUESTS_PATH = "assets.extra/tf_serving_warmup_requests"
 """The warm-up file, relative to the SavedModel folder (TensorFlow Serving's path)."""
 MAX_WARMUP_REQUESTS = 1000
 """TensorFlow Serving refuses a warm-up file with more records than this."""
 DEFAULT_SIGNATURE = "serving_default"
-
-_PROTO_FILE = "video_reloc/tf_serving_prediction_log.proto"
-_PACKAGE = "video_reloc.tf_serving"  # our own names; the wire format is TensorFlow Serving's
 
 
 class WarmupShape(NamedTuple):
@@ -91,48 +87,6 @@ def make_request(
     )
 
 
-def _message_classes():
-    """The classes of `PredictionLog`, `PredictLog`, `PredictRequest` and `ModelSpec`."""
-    pool = descriptor_pool.Default()
-    try:
-        pool.FindFileByName(_PROTO_FILE)
-    except KeyError:
-        field = descriptor_pb2.FieldDescriptorProto
-        optional, repeated = field.LABEL_OPTIONAL, field.LABEL_REPEATED
-        string, message_type = field.TYPE_STRING, field.TYPE_MESSAGE
-        proto = descriptor_pb2.FileDescriptorProto(
-            name=_PROTO_FILE,
-            package=_PACKAGE,
-            syntax="proto3",
-            dependency=[tensor_pb2.DESCRIPTOR.name],
-        )
-
-        def message_field(message, name, number, type_name, label=optional):
-            message.field.add(
-                name=name, number=number, label=label, type=message_type, type_name=type_name
-            )
-
-        spec = proto.message_type.add(name="ModelSpec")
-        spec.field.add(name="name", number=1, label=optional, type=string)
-        spec.field.add(name="signature_name", number=3, label=optional, type=string)
-        request = proto.message_type.add(name="PredictRequest")
-        message_field(request, "model_spec", 1, f".{_PACKAGE}.ModelSpec")
-        entry = request.nested_type.add(name="InputsEntry")
-        entry.options.map_entry = True
-        entry.field.add(name="key", number=1, label=optional, type=string)
-        message_field(entry, "value", 2, ".tensorflow.TensorProto")
-        message_field(request, "inputs", 2, f".{_PACKAGE}.PredictRequest.InputsEntry", repeated)
-        log = proto.message_type.add(name="PredictLog")
-        message_field(log, "request", 1, f".{_PACKAGE}.PredictRequest")
-        prediction_log = proto.message_type.add(name="PredictionLog")
-        message_field(prediction_log, "predict_log", 6, f".{_PACKAGE}.PredictLog")
-        pool.AddSerializedFile(proto.SerializeToString())
-    return tuple(
-        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-        for name in ("PredictionLog", "PredictLog", "PredictRequest", "ModelSpec")
-    )
-
-
 _VALUE_FIELDS = {
     np.dtype(np.float32): ("float_val", types_pb2.DT_FLOAT),
     np.dtype(np.float64): ("double_val", types_pb2.DT_DOUBLE),
@@ -177,12 +131,11 @@ def write_warmup_requests(
         raise ValueError(
             f"{len(requests)} warm-up requests; TensorFlow Serving reads 1 to {MAX_WARMUP_REQUESTS}"
         )
-    prediction_log_class, _, _, _ = _message_classes()
     path = warmup_requests_path(saved_model_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for request in requests:
-            log = prediction_log_class()
+            log = prediction_log_pb2.PredictionLog()
             log.predict_log.request.model_spec.signature_name = request.signature_name
             for name, array in request.inputs.items():
                 log.predict_log.request.inputs[name].CopyFrom(_tensor_proto(array))
@@ -199,12 +152,14 @@ def read_warmup_requests(saved_model_dir: str | pathlib.Path) -> list[WarmupRequ
     path = warmup_requests_path(saved_model_dir)
     if not path.exists():
         return None
-    prediction_log_class, _, _, _ = _message_classes()
     requests = []
     for index, record in enumerate(_records(path)):
         if index >= MAX_WARMUP_REQUESTS:
             raise ValueError(f"{path}: more than {MAX_WARMUP_REQUESTS} warm-up records")
-        log = prediction_log_class.FromString(record)
+        try:
+            log = prediction_log_pb2.PredictionLog.FromString(record)
+        except message.DecodeError as error:
+            raise ValueError(f"{path}: record {index} is not a PredictionLog ({error})") from None
         if not log.HasField("predict_log"):
             raise ValueError(
                 f"{path}: record {index} is not a predict log (only PredictLog warm-up records "

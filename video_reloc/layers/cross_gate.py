@@ -8,11 +8,6 @@ from keras import ops
 from video_reloc.layers.initializers import clone_initializer
 
 
-def gate(inputs, kernel, bias):
-    """sigmoid(W x + b) of Eq. (3), with explicit weights. `(..., d_in)` to `(..., d_out)`."""
-    return ops.sigmoid(ops.matmul(inputs, kernel) + bias)
-
-
 @keras.saving.register_keras_serializable(package="video_reloc")
 class CrossGate(keras.layers.Layer):
     """Cross gating, Eq. (3) of Feng et al. (ECCV 2018).
@@ -22,9 +17,10 @@ class CrossGate(keras.layers.Layer):
         g^r = sigmoid(W^g_r h^r + b^g_r),   h~^q = h-bar^q * g^r
         g^q = sigmoid(W^g_q h-bar^q + b^g_q),   h~^r = h^r * g^q
 
-    The gate computed from the reference, `query_gate(reference)`, depends only on the reference
-    step, so a caller that loops over reference steps can compute it for all steps at once before
-    the loop and pass it in through `call(..., query_gate=...)`.
+    The weights are `W_g_r`, `b_g_r`, `W_g_q` and `b_g_q`. The gate computed from the reference,
+    `query_gate(reference)`, depends only on the reference step, so a caller that loops over
+    reference steps can compute it for all steps at once before the loop and pass it in
+    through `call(..., query_gate=...)`.
 
     Args:
         kernel_initializer: Initializer of both gate kernels.
@@ -37,7 +33,8 @@ class CrossGate(keras.layers.Layer):
         query_gate: Optional precomputed `query_gate(reference)`, shape `(..., lq)`.
 
     Returns:
-        The pair `(gated_query, gated_reference)`, shapes `(..., lq)` and `(..., lr)`.
+        The pair `(gated_query, gated_reference)`, h~^q and h~^r, shapes `(..., lq)` and
+        `(..., lr)`.
     """
 
     def __init__(
@@ -53,35 +50,27 @@ class CrossGate(keras.layers.Layer):
     def build(self, input_shape):
         query_shape, reference_shape = input_shape
         query_dim, reference_dim = query_shape[-1], reference_shape[-1]
-        # W^g_r, b^g_r: gate applied to the query, computed from the reference.
-        self.reference_to_query_dense = keras.layers.Dense(
-            query_dim,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            bias_initializer=clone_initializer(self.bias_initializer),
-            dtype=self.dtype_policy,
-            name="reference_to_query",
-        )
-        self.reference_to_query_dense.build(reference_shape)
-        # W^g_q, b^g_q: gate applied to the reference, computed from the query.
-        self.query_to_reference_dense = keras.layers.Dense(
-            reference_dim,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            bias_initializer=clone_initializer(self.bias_initializer),
-            dtype=self.dtype_policy,
-            name="query_to_reference",
-        )
-        self.query_to_reference_dense.build(query_shape)
+
+        def weight(shape, initializer, name):
+            return self.add_weight(
+                shape=shape, initializer=clone_initializer(initializer), name=name
+            )
+
+        # W^g_r, b^g_r: the gate g^r of the query, computed from the reference.
+        self.W_g_r = weight((reference_dim, query_dim), self.kernel_initializer, "W_g_r")
+        self.b_g_r = weight((query_dim,), self.bias_initializer, "b_g_r")
+        # W^g_q, b^g_q: the gate g^q of the reference, computed from the query.
+        self.W_g_q = weight((query_dim, reference_dim), self.kernel_initializer, "W_g_q")
+        self.b_g_q = weight((reference_dim,), self.bias_initializer, "b_g_q")
         self.built = True
 
     def query_gate(self, reference):
         """g^r of Eq. (3): the gate for the query, shape `(..., lq)`, from `(..., lr)`."""
-        dense = self.reference_to_query_dense
-        return gate(reference, dense.kernel, dense.bias)
+        return ops.sigmoid(ops.matmul(reference, self.W_g_r) + self.b_g_r)
 
     def reference_gate(self, query):
         """g^q of Eq. (3): the gate for the reference, shape `(..., lr)`, from `(..., lq)`."""
-        dense = self.query_to_reference_dense
-        return gate(query, dense.kernel, dense.bias)
+        return ops.sigmoid(ops.matmul(query, self.W_g_q) + self.b_g_q)
 
     def call(self, inputs, query_gate=None):
         query, reference = inputs

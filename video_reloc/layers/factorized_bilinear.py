@@ -1,4 +1,4 @@
-"""Factorized bilinear matching, Eqs. (4) to (6)."""
+"""Factorized bilinear matching, Eq. (5) (Eq. (6) is its expansion)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,6 @@ import keras
 from keras import ops
 
 from video_reloc.layers.initializers import clone_initializer
-
-
-def factorized_bilinear(x, y, kernel, bias, rank: int):
-    """Eq. (5) with explicit weights: t_j = (F_j x + b^f_j) . (F_j y + b^f_j).
-
-    Each input has a matmul of its own with the shared F. One matmul of the two stacked is
-    slower: for one row, XLA:CPU leaves its fast matrix-vector product for a general matmul of
-    two rows; for a training batch, the stacking's gradient (a split and a concatenation in
-    the compiled step) costs about 5% of a training step.
-
-    Args:
-        x: `(..., l_in)`.
-        y: `(..., l_in)`, the same shape as `x`.
-        kernel: The stacked F_j, `(l_in, units * rank)`, unit-major.
-        bias: The stacked b^f_j, `(units * rank,)`.
-        rank: k.
-
-    Returns:
-        `(..., units)`.
-    """
-    projected_x = ops.matmul(x, kernel) + bias
-    projected_y = ops.matmul(y, kernel) + bias
-    rank_shape = (-1, ops.shape(kernel)[-1] // rank, rank)
-    t = ops.sum(ops.reshape(projected_x, rank_shape) * ops.reshape(projected_y, rank_shape), -1)
-    return ops.reshape(t, (*ops.shape(x)[:-1], ops.shape(t)[-1]))
 
 
 @keras.saving.register_keras_serializable(package="video_reloc")
@@ -42,7 +17,9 @@ class FactorizedBilinear(keras.layers.Layer):
 
         h^q_j = F_j x + b^f_j,   h^r_j = F_j y + b^f_j,   t_j = h^q_j . h^r_j
 
-    This costs k * l_in * (units + ...) parameters instead of the l^3 of Eq. (4).
+    The weights are the F_j stacked, `F` of shape `(l_in, units * k)` (unit-major), and the b^f_j
+    stacked, `b_f` of shape `(units * k,)`: k * l_in * (units + 1) parameters for
+    `units = l_in`, instead of the l^3 + l of Eq. (4).
 
     Args:
         units: Output dimension l (the number of F_j). `None` keeps the input dimension.
@@ -84,19 +61,28 @@ class FactorizedBilinear(keras.layers.Layer):
                 f"dimensions must agree; got {x_shape[-1]} and {y_shape[-1]}."
             )
         self._output_dim = self.units if self.units is not None else x_shape[-1]
-        self.projection = keras.layers.Dense(
-            self._output_dim * self.rank,
-            kernel_initializer=clone_initializer(self.kernel_initializer),
-            bias_initializer=clone_initializer(self.bias_initializer),
-            dtype=self.dtype_policy,
-            name="projection",
+        self.F = self.add_weight(
+            shape=(x_shape[-1], self._output_dim * self.rank),
+            initializer=clone_initializer(self.kernel_initializer),
+            name="F",
         )
-        self.projection.build(x_shape)
+        self.b_f = self.add_weight(
+            shape=(self._output_dim * self.rank,),
+            initializer=clone_initializer(self.bias_initializer),
+            name="b_f",
+        )
         self.built = True
 
     def call(self, inputs):
         x, y = inputs
-        return factorized_bilinear(x, y, self.projection.kernel, self.projection.bias, self.rank)
+        # Each input has a matmul of its own with the shared F: one matmul of the two stacked
+        # turns XLA:CPU's matrix-vector products into a general matmul, and adds a split and a
+        # concatenation to the gradient.
+        projected_x = ops.matmul(x, self.F) + self.b_f  # F_j x + b^f_j for every j
+        projected_y = ops.matmul(y, self.F) + self.b_f  # F_j y + b^f_j
+        rank_shape = (-1, self._output_dim, self.rank)
+        t = ops.sum(ops.reshape(projected_x, rank_shape) * ops.reshape(projected_y, rank_shape), -1)
+        return ops.reshape(t, (*ops.shape(x)[:-1], self._output_dim))
 
     def compute_output_shape(self, input_shape):
         x_shape = tuple(input_shape[0])

@@ -29,9 +29,10 @@ class LocalizerHead(keras.layers.Layer):
 
     Call arguments:
         inputs: Matching states h^m, shape `(B, Tr, d)`, or a sequence of parts whose
-            concatenation on the last axis is h^m (such as the forward and backward states of
-            `AttentionMatching(..., split_directions=True)`): compiled with the layer, the
-            concatenation costs no stage of its own.
+            concatenation on the last axis is h^m (such as the forward and backward states
+            h^f and h^b of `AttentionMatching`): compiled with the layer, the concatenation
+            costs no stage of its own.
+        use_cudnn: The LSTM's path for this call (`SequenceLSTM`); `None` means its own.
 
     Returns:
         Tensor of shape `(B, Tr, 4)` holding `output_type`. The LSTM is causal, so steps past a
@@ -76,10 +77,10 @@ class LocalizerHead(keras.layers.Layer):
         self.classifier.build((*input_shape[:-1], self.units))
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, use_cudnn: str | bool | None = None):
         if isinstance(inputs, (list, tuple)):
             inputs = ops.concatenate(list(inputs), axis=-1)
-        logits = self.classifier(self.lstm(inputs))
+        logits = self.classifier(self.lstm(inputs, use_cudnn=use_cudnn))
         if self.output_type == "log_probabilities":
             return ops.log_softmax(logits, axis=-1)
         if self.output_type == "probabilities":

@@ -73,14 +73,14 @@ def scan(step, carry, inputs, steps, num_outputs=1, compile_step=False):
         num_outputs: 1 for a single output tensor, else the tuple's length.
         compile_step: Whether to compile `step` with XLA, so that each iteration, and each
             iteration of the gradient's loop, runs as one fused computation instead of dozens
-            of TF ops. Ignored inside a function that is itself compiled with XLA, which fuses
-            the step anyway (and where the compiled step's gradient would not compile: its
+            of TF ops. Not inside a function that is itself compiled with XLA: that fuses the
+            step anyway, and the compiled step's gradient would not compile there (its
             concatenations' axes arrive as arguments, not constants).
 
     Returns:
         The stacked outputs, each `(T, ...)`, with the structure of `step`'s outputs.
     """
-    if compile_step and not _inside_xla():
+    if compile_step:
         step = tf.function(step, jit_compile=True, autograph=False)
     dtype = carry[0].dtype
     input_arrays = [
@@ -103,17 +103,18 @@ def scan(step, carry, inputs, steps, num_outputs=1, compile_step=False):
     return tuple(stacked) if num_outputs > 1 else stacked[0]
 
 
-def _inside_xla() -> bool:
-    """Whether the graph being built belongs to a function compiled with XLA.
+def compiled_stage(function, name: str):
+    """`function` as an XLA computation of its own, named `name`: a stage of a staged path.
 
-    TensorFlow has no public API for this; it is the test `tf.function` itself makes before
-    counting a nested `jit_compile` function as compiled.
+    Called from a graph that is not itself compiled with XLA, TensorFlow runs stages that do
+    not depend on each other at once.
     """
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - a TensorFlow that moved its internals
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+    def stage(*args):
+        return function(*args)
+
+    stage.__name__ = name
+    return tf.function(stage, jit_compile=True, autograph=False)
 
 
 def project_sequence(inputs, kernel, bias):
@@ -153,3 +154,56 @@ def run_recurrence(projected, recurrent_kernel):
 
     states = scan(step, (zeros, zeros), [projected], ops.shape(projected)[0])
     return ops.transpose(states, (1, 0, 2))
+
+
+def cudnn_params(kernel, recurrent_kernel, bias):
+    """The weights of `keras.layers.LSTM` in cuDNN's layout, for `cudnn_lstm`.
+
+    cuDNN's canonical LSTM parameters are one flat vector: the input weights of the gates,
+    then their recurrent weights, each `(u, d)` or `(u, u)` row-major (the transpose of the
+    Keras kernels' columns), then an input bias and a recurrent bias per gate. The input biases
+    are zero, so that the one bias of Keras is the recurrent one, as `keras.layers.LSTM` does.
+    The gate order is (input, forget, cell, output), cuDNN's as Keras'; ROCm's MIOpen has
+    (input, forget, output, cell).
+
+    Args:
+        kernel: `(d, 4u)`.
+        recurrent_kernel: `(u, 4u)`.
+        bias: `(4u,)`.
+
+    Returns:
+        `(4u (d + u) + 8u,)`.
+    """
+    gates = [0, 1, 3, 2] if tf.sysconfig.get_build_info().get("is_rocm_build") else [0, 1, 2, 3]
+    weights = [tf.split(k, 4, axis=1) for k in (kernel, recurrent_kernel)]
+    weights = [w[g] for w in weights for g in gates]
+    biases = tf.split(tf.concat([tf.zeros_like(bias), bias], 0), 8)
+    biases = [biases[g] for g in gates] + [biases[4 + g] for g in gates]
+    return tf.concat([tf.reshape(tf.transpose(w), [-1]) for w in weights] + biases, axis=0)
+
+
+def cudnn_lstm(inputs, kernel, recurrent_kernel, bias):
+    """The LSTM of `project_sequence` and `run_recurrence` as cuDNN's kernel (GPU only).
+
+    Args:
+        inputs: `(B, T, d)`.
+        kernel: `(d, 4u)`.
+        recurrent_kernel: `(u, 4u)`.
+        bias: `(4u,)`.
+
+    Returns:
+        Hidden states `(B, T, u)`, zero initial state.
+    """
+    kernel, recurrent_kernel, bias = (
+        tf.convert_to_tensor(w) for w in (kernel, recurrent_kernel, bias)
+    )
+    zeros = tf.zeros((1, tf.shape(inputs)[0], recurrent_kernel.shape[0]), inputs.dtype)
+    outputs, _, _, _ = tf.raw_ops.CudnnRNN(
+        input=tf.transpose(inputs, (1, 0, 2)),
+        input_h=zeros,
+        input_c=zeros,
+        params=cudnn_params(kernel, recurrent_kernel, bias),
+        rnn_mode="lstm",
+        is_training=True,
+    )
+    return tf.transpose(outputs, (1, 0, 2))

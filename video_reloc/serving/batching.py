@@ -39,8 +39,10 @@ class Batcher:
         run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
         parameters: BatchingParameters,
         name: str,
+        on_batch: Callable[[int], None] | None = None,
     ):
         self._run = run
+        self._on_batch = on_batch
         self._parameters = parameters
         self._pending: collections.deque = collections.deque()
         self._pending_rows = 0
@@ -60,9 +62,11 @@ class Batcher:
         limit = self._parameters.max_batch_size * max(self._parameters.max_enqueued_batches, 1)
         with self._condition:
             if self._closed:
-                raise ServingError("the server is shutting down", 503)
+                raise ServingError("the server is shutting down", "UNAVAILABLE")
             if self._pending and self._pending_rows + rows > limit:
-                raise ServingError(f"the queue is full ({self._pending_rows} rows); retry", 503)
+                raise ServingError(
+                    f"the queue is full ({self._pending_rows} rows); retry", "UNAVAILABLE"
+                )
             self._pending.append((inputs, rows, future))
             self._pending_rows += rows
             self._condition.notify()
@@ -106,6 +110,8 @@ class Batcher:
                 continue
             try:
                 merged = merge_padded([inputs for inputs, _, _ in batch])
+                if self._on_batch is not None:
+                    self._on_batch(sum(rows for _, rows, _ in batch))
                 results = split_batch(self._run(merged), batch)
             except Exception as error:  # noqa: BLE001 - handed to the waiting requests
                 for _, _, future in batch:

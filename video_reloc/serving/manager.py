@@ -97,8 +97,9 @@ class _Entry:
 class ModelManager:
     """The versions of each model and their states, kept in step with the base paths.
 
-    `load` loads what the version policies ask for at start (strictly: any failure raises);
-    `poll` then brings the served versions in line with the version folders found on disk, as
+    `load` loads what the version policies ask for at start (strictly: any failure raises; a
+    base path without a version yet is waited for, unless `require_versions`); `poll` then
+    brings the served versions in line with the version folders found on disk, as
     TensorFlow Serving's file system polling and availability-preserving policy do:
 
     - a version the policy asks for that is not loaded is loaded (highest first) and warmed up
@@ -112,7 +113,8 @@ class ModelManager:
     - a base path that is not a folder keeps its loaded versions (logged); one that holds no
       version at all has them all unloaded (TensorFlow Serving's default, logged).
 
-    Request handlers take a version with `acquire` (thread-safe with the polling).
+    Request handlers take a version with `acquire` (thread-safe with the polling), by number,
+    by label (the config's `version_labels`) or the highest AVAILABLE one.
 
     Args:
         configs: The models.
@@ -120,6 +122,10 @@ class ModelManager:
         enable_model_warmup: Whether to run each version's warm-up requests before serving it
             (see `ServedVersion.warmup_requests`).
         model_warmup_shapes: Warm-up shapes for every version, instead of its own requests.
+
+    Attributes:
+        on_batch: Called with (model name, version, rows) for each batch a version runs (the
+            server's metrics set it).
     """
 
     def __init__(
@@ -130,6 +136,8 @@ class ModelManager:
         model_warmup_shapes: Sequence[WarmupShape] | None = None,
     ):
         self.configs = list(configs)
+        self._labels = {c.name: dict(c.version_labels) for c in self.configs}
+        self.on_batch: Callable[[str, int, int], None] | None = None
         self.batching = batching
         self.enable_model_warmup = enable_model_warmup
         self.model_warmup_shapes = model_warmup_shapes
@@ -151,31 +159,43 @@ class ModelManager:
 
     # Loading.
 
-    def load(self) -> None:
+    def load(self, require_versions: bool = True) -> None:
         """Loads and warms up the versions each config asks for (all or nothing).
 
+        Args:
+            require_versions: Whether a base path without a version (or without a version
+                the policy asks for) is an error; otherwise that model is reported as not
+                available, logged, and its first version is served when a poll finds it (as
+                TensorFlow Serving does).
+
         Raises:
-            FileNotFoundError: If a base path holds no version (or not a requested one).
+            FileNotFoundError: If the base path is a SavedModel itself (not a folder of
+                versions) or, with `require_versions`, holds no version (or not a requested one).
             RuntimeError: If a warm-up request fails.
             Exception: Whatever loading a SavedModel raises.
         """
         try:
             for config in self.configs:
                 found = find_versions(config.base_path)
-                if not found:
-                    hint = ""
-                    if (pathlib.Path(config.base_path) / "saved_model.pb").exists():
-                        hint = " (it is a SavedModel itself: pass its parent, which holds versions)"
+                if (pathlib.Path(config.base_path) / "saved_model.pb").exists():
                     raise FileNotFoundError(
-                        f"model {config.name!r}: no numeric version folder with a SavedModel "
-                        f"under {config.base_path}{hint}"
+                        f"model {config.name!r}: base path {config.base_path} is a SavedModel "
+                        "itself; pass its parent, which holds numeric version folders"
                     )
                 missing = sorted(set(config.versions) - set(found))
-                if missing:
-                    raise FileNotFoundError(
-                        f"model {config.name!r}: versions {missing} not found under "
-                        f"{config.base_path} (found {found})"
+                problem = None
+                if not found:
+                    problem = (
+                        f"no numeric version folder with a SavedModel under {config.base_path}"
                     )
+                elif missing:
+                    problem = (
+                        f"versions {missing} not found under {config.base_path} (found {found})"
+                    )
+                if problem and require_versions:
+                    raise FileNotFoundError(f"model {config.name!r}: {problem}")
+                if problem:
+                    self._report(config.name, f"{problem}; serving it once one appears")
                 for version in sorted(_aspired_versions(config, found)):
                     self._load(config, version, strict=True)
         except BaseException:
@@ -201,7 +221,7 @@ class ModelManager:
         logger.info("Loading model %s version %d from %s", name, version, path)
         served = None
         try:
-            served = ServedVersion(name, version, path, self.batching)
+            served = ServedVersion(name, version, path, self.batching, on_batch=self._observe_batch)
             if self.enable_model_warmup:
                 _warm_up(served, self.model_warmup_shapes, should_stop)
         except Exception as error:  # noqa: BLE001 - a bad version must not stop the server
@@ -245,6 +265,10 @@ class ModelManager:
         )
         return True
 
+    def _observe_batch(self, name: str, version: int, rows: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(name, version, rows)
+
     # Polling.
 
     def poll(self, should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -281,9 +305,8 @@ class ModelManager:
         aspired = _aspired_versions(config, found)
         problem = None
         if not found:
-            problem = (
-                f"no numeric version folder with a SavedModel under {base}; unloading its versions"
-            )
+            problem = f"no numeric version folder with a SavedModel under {base}"
+            problem += "; unloading its versions" if self.versions().get(config.name) else ""
         elif config.versions and not aspired:
             problem = f"none of versions {sorted(config.versions)} under {base} (found {found})"
         self._report(config.name, problem)
@@ -356,23 +379,65 @@ class ModelManager:
     def _model(self, name: str) -> dict[int, _Entry]:
         if name not in self._models:
             raise ServingError(
-                f"model: {name!r} is not served (serving {sorted(self._models)})", 404
+                f"model: {name!r} is not served (serving {sorted(self._models)})", "NOT_FOUND"
             )
         return self._models[name]
 
-    @contextlib.contextmanager
-    def acquire(self, name: str, version: str | int | None = None) -> Iterator[ServedVersion]:
-        """The AVAILABLE version asked for (`None`: the highest), kept loaded while in use.
+    def _no_version(self, name: str) -> ServingError:
+        base = next((c.base_path for c in self.configs if c.name == name), None)
+        where = f": waiting for a version folder under {base}" if base else ""
+        return ServingError(f"model: {name!r} has no version available yet{where}", "NOT_FOUND")
+
+    def resolve_label(self, name: str, label: str) -> int:
+        """The version a model's label points at (TensorFlow Serving's `version_labels`).
 
         Raises:
-            ServingError: 404 for an unknown model, or a version that is not AVAILABLE.
+            ServingError: NOT_FOUND for an unknown model or label.
         """
+        with self._lock:
+            self._model(name)
+        labels = self._labels.get(name, {})
+        if label not in labels:
+            raise ServingError(
+                f"version_label: {label!r} is not defined for model {name!r} (labels: "
+                f"{sorted(labels)})",
+                "NOT_FOUND",
+            )
+        return labels[label]
+
+    def labels(self, name: str) -> dict[str, int]:
+        """The version labels of a model (`{label: version}`)."""
+        return dict(self._labels.get(name, {}))
+
+    @contextlib.contextmanager
+    def acquire(
+        self, name: str, version: str | int | None = None, label: str | None = None
+    ) -> Iterator[ServedVersion]:
+        """The AVAILABLE version asked for, kept loaded while in use.
+
+        Args:
+            name: The model.
+            version: A version number; `None` (and no label): the highest AVAILABLE one.
+            label: A version label instead of `version`.
+
+        Raises:
+            ServingError: NOT_FOUND for an unknown model or label, or a version that is not
+                AVAILABLE.
+        """
+        if label is not None:
+            version = self.resolve_label(name, label)
         with self._lock:
             entries = self._model(name)
             available = self._available(name)
             if version is None:
                 if not available:
-                    raise ServingError(f"model: {name!r} has no AVAILABLE version", 404)
+                    if entries:
+                        raise ServingError(
+                            f"model: {name!r} has no AVAILABLE version (versions "
+                            f"{', '.join(f'{v} {e.state}' for v, e in sorted(entries.items()))})",
+                            "NOT_FOUND",
+                        )
+                    raise self._no_version(name)
                 entry = entries[available[-1]]
             else:
                 text = str(version)
@@ -382,7 +447,7 @@ class ModelManager:
                     raise ServingError(
                         f"version: {text!r} of model {name!r} is not served ({state}serving "
                         f"{available})",
-                        404,
+                        "NOT_FOUND",
                     )
             entry.refs += 1
             served = entry.served
@@ -394,28 +459,33 @@ class ModelManager:
                 if entry.refs == 0 and entry.state == UNLOADING:
                     self._finish_unload(name, served.version, entry)
 
-    def status(self, name: str, version: str | int | None = None) -> list[dict[str, Any]]:
+    def status(
+        self, name: str, version: str | int | None = None, label: str | None = None
+    ) -> list[dict[str, Any]]:
         """TensorFlow Serving's `model_version_status` of a model's versions, highest first.
 
         Every version the manager has loaded or tried to load is listed, with its state
         (LOADING, AVAILABLE, UNLOADING or END) and, for a failed load, the error.
 
         Raises:
-            ServingError: 404 for an unknown model, or a version never loaded.
+            ServingError: NOT_FOUND for an unknown model or label, a model with no version
+                yet, or a version never loaded.
         """
+        if label is not None:
+            version = self.resolve_label(name, label)
         with self._lock:
             entries = self._model(name)
             if version is None:
                 chosen = sorted(entries, reverse=True)
                 if not chosen:
-                    raise ServingError(f"model: {name!r} has no version loaded yet", 404)
+                    raise self._no_version(name)
             else:
                 text = str(version)
                 if not text.isdigit() or int(text) not in entries:
                     raise ServingError(
                         f"version: {text!r} of model {name!r} is not served (serving "
                         f"{self._available(name)})",
-                        404,
+                        "NOT_FOUND",
                     )
                 chosen = [int(text)]
             return [
@@ -435,6 +505,18 @@ class ModelManager:
         with self._lock:
             return {
                 name: {v: e.served for v, e in entries.items() if e.state == AVAILABLE}
+                for name, entries in self._models.items()
+            }
+
+    def has_model(self, name: str) -> bool:
+        """Whether `name` is a model this manager serves (with or without versions)."""
+        return name in self._models
+
+    def states(self) -> dict[str, dict[int, str]]:
+        """`{name: {version: state}}` of every version known, for the metrics."""
+        with self._lock:
+            return {
+                name: {v: e.state for v, e in entries.items()}
                 for name, entries in self._models.items()
             }
 

@@ -1,32 +1,30 @@
 """TensorFlow Serving's REST API as a WSGI application (`RestApi`).
 
 The `:predict` body is validated against the signature's input specs (`parse_predict_request`):
-every bad request gets HTTP 400 (404 for an unknown model or version) and a JSON
-`{"error": ...}` naming the offending field.
+every bad request gets HTTP 400 (404 for an unknown model, version or label; 413 for a body
+over the limit) and a JSON `{"error": ...}` naming the offending field.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import prometheus_client
 import tensorflow as tf
 from werkzeug import exceptions as http_exceptions
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from video_reloc.serving.batching import (
-    LENGTH_SUFFIX,
-    OUTPUT_STEP_AXES,
-    merge_padded,
-    step_input_names,
-)
+from video_reloc.serving.batching import OUTPUT_STEP_AXES, merge_padded, step_input_names
 from video_reloc.serving.errors import ServingError
+from video_reloc.serving.inputs import check_array, check_batch, check_lengths, check_names
 from video_reloc.serving.manager import ModelManager
-from video_reloc.serving.versions import DEFAULT_SIGNATURE, ServedVersion
+from video_reloc.serving.metrics import Metrics
+from video_reloc.serving.versions import DEFAULT_SIGNATURE, ServedVersion, signature_def_json
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_TIMEOUT_MS = 30_000
@@ -38,7 +36,14 @@ logger = logging.getLogger(__name__)
 # Request parsing and validation.
 
 
-def _as_array(value: Any, field: str, spec: tf.TensorSpec, rank: int) -> np.ndarray:
+def _holds_bool(value: Any) -> bool:
+    """Whether a JSON array holds `true` or `false` anywhere (numpy reads them as 1 and 0)."""
+    return any(v is True or v is False or (isinstance(v, list) and _holds_bool(v)) for v in value)
+
+
+def _as_array(
+    value: Any, field: str, spec: tf.TensorSpec, rank: int, may_hold_bools: bool = True
+) -> np.ndarray:
     """Converts one JSON value to an array of `spec`'s dtype and `rank`, or refuses it."""
     try:
         array = np.asarray(value)
@@ -48,68 +53,27 @@ def _as_array(value: Any, field: str, spec: tf.TensorSpec, rank: int) -> np.ndar
         raise ServingError(
             f"{field}: not a rectangular array of numbers (rows of different lengths?)"
         )
-    if array.size == 0:
-        raise ServingError(f"{field}: empty (shape {list(array.shape)}); needs at least one step")
-    if array.dtype.kind not in "iuf":
+    bools = may_hold_bools and array.dtype.kind in "iuf" and isinstance(value, list)
+    if bools and _holds_bool(value):
         raise ServingError(
-            f"{field}: wrong type; expected numbers ({spec.dtype.name}), got {array.dtype.kind!r} "
-            f"values such as {array.flat[0]!r}"
+            f"{field}: wrong type; expected numbers ({spec.dtype.name}), got a JSON true or "
+            "false among them"
         )
-    if array.ndim != rank:
-        raise ServingError(
-            f"{field}: expected {rank} dimension(s) {_shape_text(spec, rank)}, got shape "
-            f"{list(array.shape)}"
-        )
-    if spec.dtype.is_floating:
-        with np.errstate(over="ignore", invalid="ignore"):
-            array = array.astype(spec.dtype.as_numpy_dtype)
-        if not np.all(np.isfinite(array)):
-            raise ServingError(f"{field}: NaN or infinite values (or beyond {spec.dtype.name})")
-    else:
-        if array.dtype.kind == "f":
-            raise ServingError(f"{field}: wrong type; expected integers ({spec.dtype.name})")
-        info = np.iinfo(spec.dtype.as_numpy_dtype)
-        if array.min() < info.min or array.max() > info.max:
-            raise ServingError(f"{field}: values beyond {spec.dtype.name}")
-        array = array.astype(spec.dtype.as_numpy_dtype)
-    # Static dimensions of the signature (the feature dimension D).
-    static = spec.shape.as_list()[-rank:] if rank else []
-    for axis, (size, expected) in enumerate(zip(array.shape, static)):
-        if expected is not None and size != expected:
-            what = "feature dimension" if axis == rank - 1 else f"dimension {axis}"
-            raise ServingError(
-                f"{field}: {what} is {size}, the model expects {expected} {_shape_text(spec, rank)}"
-            )
-    return array
-
-
-def _shape_text(spec: tf.TensorSpec, rank: int) -> str:
-    dims = spec.shape.as_list()[-rank:] if rank else []
-    return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
-
-
-def _check_lengths(inputs: Mapping[str, np.ndarray], field: Callable[[str], str]) -> None:
-    """Each `x_length` must be within 1 and the steps of `x`."""
-    for name in step_input_names(inputs):
-        lengths = inputs[f"{name}{LENGTH_SUFFIX}"]
-        steps = inputs[name].shape[1]
-        bad = np.flatnonzero((lengths < 1) | (lengths > steps))
-        if bad.size:
-            index = int(bad[0])
-            raise ServingError(
-                f"{field(f'{name}{LENGTH_SUFFIX}')}[{index}]: {int(lengths[index])} is outside "
-                f"1..{steps}, the steps of {field(name)}"
-            )
+    return check_array(array, field, spec, rank)
 
 
 def parse_predict_request(
-    body: Any, specs: Mapping[str, Mapping[str, tf.TensorSpec]]
+    body: Any,
+    specs: Mapping[str, Mapping[str, tf.TensorSpec]],
+    may_hold_bools: bool = True,
 ) -> tuple[str, dict[str, np.ndarray], bool, list[dict[str, int]] | None]:
     """Validates a `:predict` body against the signatures' input specs.
 
     Args:
         body: The decoded JSON body.
         specs: `{signature_name: {input_name: TensorSpec}}`.
+        may_hold_bools: Whether the body may hold a JSON `true` or `false` (when its text has
+            neither, arrays are not searched for them).
 
     Returns:
         `(signature_name, inputs, row_format, steps)`: the batch as arrays, whether the body
@@ -136,23 +100,16 @@ def parse_predict_request(
     def check_keys(value: Any, where: str) -> None:
         if not isinstance(value, dict):
             raise ServingError(f"{where}: expected an object with keys {sorted(spec)}")
-        missing = sorted(set(spec) - set(value))
-        if missing:
-            raise ServingError(f"{where}: missing input(s) {missing}")
-        extra = sorted(set(value) - set(spec))
-        if extra:
-            raise ServingError(f"{where}: unknown input(s) {extra}; expected {sorted(spec)}")
+        check_names(value, spec, where)
 
     if "inputs" in body:
         check_keys(body["inputs"], "inputs")
         inputs = {
-            name: _as_array(body["inputs"][name], f"inputs.{name}", s, s.shape.rank)
+            name: _as_array(body["inputs"][name], f"inputs.{name}", s, s.shape.rank, may_hold_bools)
             for name, s in spec.items()
         }
-        batch_sizes = {name: array.shape[0] for name, array in inputs.items()}
-        if len(set(batch_sizes.values())) > 1:
-            raise ServingError(f"inputs: batch sizes differ: {batch_sizes}")
-        _check_lengths(inputs, lambda name: f"inputs.{name}")
+        check_batch(inputs, "inputs")
+        check_lengths(inputs, lambda name: f"inputs.{name}")
         return signature_name, inputs, False, None
 
     instances = body["instances"]
@@ -163,10 +120,12 @@ def parse_predict_request(
         where = f"instances[{index}]"
         check_keys(instance, where)
         row = {
-            name: _as_array(instance[name], f"{where}.{name}", s, s.shape.rank - 1)[None]
+            name: _as_array(instance[name], f"{where}.{name}", s, s.shape.rank - 1, may_hold_bools)[
+                None
+            ]
             for name, s in spec.items()
         }
-        _check_lengths(row, lambda name, where=where: f"{where}.{name}")
+        check_lengths(row, lambda name, where=where: f"{where}.{name}")
         rows.append(row)
     steps = [{name: row[name].shape[1] for name in step_input_names(row)} for row in rows]
     return signature_name, merge_padded(rows), True, steps
@@ -198,10 +157,16 @@ def _json_response(payload: Any, status: int = 200) -> Response:
 class RestApi:
     """The WSGI application of TensorFlow Serving's REST API over loaded models.
 
+    Routes: `GET /v1/models/NAME[/versions/N | /labels/LABEL][/metadata]` and
+    `POST /v1/models/NAME[/versions/N | /labels/LABEL]:predict`, and the Prometheus metrics at
+    `metrics_path` when given.
+
     Args:
         models: A `ModelManager`, or `{name: {version: ServedVersion}}` (see `load_models`).
-        max_request_bytes: Bodies beyond this get HTTP 400.
+        max_request_bytes: Bodies beyond this get HTTP 413.
         timeout_ms: A request waiting longer than this for the model gets HTTP 503.
+        metrics: The server's metrics (a new `Metrics` of the manager when `None`).
+        metrics_path: Where to serve the metrics; `None`: nowhere.
     """
 
     def __init__(
@@ -209,29 +174,27 @@ class RestApi:
         models: ModelManager | Mapping[str, Mapping[int, ServedVersion]],
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        metrics: Metrics | None = None,
+        metrics_path: str | None = None,
     ):
         self.manager = (
             models if isinstance(models, ModelManager) else ModelManager.of_versions(models)
         )
         self.max_request_bytes = max_request_bytes
         self.timeout_s = timeout_ms / 1000.0
-        prefix = "/v1/models/<name>"
-        versioned = prefix + "/versions/<version>"
-        self.url_map = Map(
-            [
+        self.metrics = metrics if metrics is not None else Metrics(self.manager)
+        rules = []
+        for suffix in ("", "/versions/<version>", "/labels/<label>"):
+            prefix = "/v1/models/<name>" + suffix
+            rules += [
                 Rule(prefix, methods=["GET"], endpoint="status"),
-                Rule(versioned, methods=["GET"], endpoint="status"),
-                Rule(prefix + "/labels/<label>", methods=["GET"], endpoint="label"),
                 Rule(prefix + "/metadata", methods=["GET"], endpoint="metadata"),
-                Rule(versioned + "/metadata", methods=["GET"], endpoint="metadata"),
-                Rule(prefix + "/labels/<label>/metadata", methods=["GET"], endpoint="label"),
                 Rule(prefix + ":predict", methods=["POST"], endpoint="predict"),
-                Rule(versioned + ":predict", methods=["POST"], endpoint="predict"),
-                Rule(prefix + "/labels/<label>:predict", methods=["POST"], endpoint="label"),
                 Rule(prefix + ":<verb>", methods=["POST"], endpoint="verb"),
-                Rule(versioned + ":<verb>", methods=["POST"], endpoint="verb"),
             ]
-        )
+        if metrics_path:
+            rules.append(Rule(metrics_path, methods=["GET"], endpoint="prometheus"))
+        self.url_map = Map(rules)
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -247,11 +210,28 @@ class RestApi:
             response = _json_response({"error": f"internal error: {error}"}, 500)
         return response(environ, start_response)
 
-    def _status(self, request: Request, name: str, version: str | None = None) -> Response:
-        return _json_response({"model_version_status": self.manager.status(name, version)})
+    def _prometheus(self, request: Request) -> Response:
+        return Response(
+            prometheus_client.generate_latest(self.metrics.registry),
+            mimetype=prometheus_client.CONTENT_TYPE_LATEST,
+        )
 
-    def _metadata(self, request: Request, name: str, version: str | None = None) -> Response:
-        with self.manager.acquire(name, version) as served:
+    def _status(
+        self, request: Request, name: str, version: str | None = None, label: str | None = None
+    ) -> Response:
+        with self.metrics.track("get_model_status", "REST", name) as call:
+            status = self.manager.status(name, version, label)
+            call.version = "" if version is None and label is None else status[0]["version"]
+        return _json_response({"model_version_status": status})
+
+    def _metadata(
+        self, request: Request, name: str, version: str | None = None, label: str | None = None
+    ) -> Response:
+        with (
+            self.metrics.track("get_model_metadata", "REST", name) as call,
+            self.manager.acquire(name, version, label) as served,
+        ):
+            call.version = str(served.version)
             return _json_response(
                 {
                     "model_spec": {
@@ -259,43 +239,59 @@ class RestApi:
                         "signature_name": "",
                         "version": str(served.version),
                     },
-                    "metadata": {"signature_def": {"signature_def": served.signature_defs}},
+                    "metadata": {
+                        "signature_def": {
+                            "signature_def": {
+                                key: signature_def_json(value)
+                                for key, value in served.signature_defs.items()
+                            }
+                        }
+                    },
                 }
             )
 
-    def _label(self, request: Request, name: str, label: str) -> Response:
-        self.manager.status(name)
-        raise ServingError(f"label: {label!r} is not defined for model {name!r}", 404)
+    def _verb(
+        self,
+        request: Request,
+        name: str,
+        verb: str,
+        version: str | None = None,
+        label: str | None = None,
+    ):
+        with self.manager.acquire(name, version, label):
+            raise ServingError(f"verb: ':{verb}' is not supported; use ':predict'")
 
-    def _verb(self, request: Request, name: str, verb: str, version: str | None = None):
-        with self.manager.acquire(name, version):
-            raise ServingError(f"verb: ':{verb}' is not supported; use ':predict'", 400)
-
-    def _read_json(self, request: Request) -> Any:
+    def _read_json(self, request: Request) -> tuple[Any, bytes]:
         limit = self.max_request_bytes
         stream = request.environ["wsgi.input"]
         length = request.content_length
         if length is not None and length > limit:
             _drain(stream, length)
-            raise ServingError(f"body: {length} bytes, over the limit of {limit} bytes")
+            raise ServingError(
+                f"body: {length} bytes, over the limit of {limit} bytes", "RESOURCE_EXHAUSTED"
+            )
         data = request.stream.read(limit + 1) if length is None else request.get_data()
         if len(data) > limit:
             _drain(request.stream, None)
-            raise ServingError(f"body: over the limit of {limit} bytes")
+            raise ServingError(f"body: over the limit of {limit} bytes", "RESOURCE_EXHAUSTED")
         if not data:
             raise ServingError("body: empty; expected a JSON object")
         try:
-            return json.loads(data)
+            return json.loads(data), data
         except (ValueError, RecursionError) as error:
             raise ServingError(f"body: not valid JSON ({error})") from None
 
-    def _predict(self, request: Request, name: str, version: str | None = None) -> Response:
-        body = self._read_json(request)
-        with self.manager.acquire(name, version) as served:
-            signature_name, inputs, row_format, steps = parse_predict_request(
-                body, served.input_specs
-            )
-            outputs = served.predict(signature_name, inputs, self.timeout_s)
+    def _predict(
+        self, request: Request, name: str, version: str | None = None, label: str | None = None
+    ) -> Response:
+        with self.metrics.track("predict", "REST", name) as call:
+            body, data = self._read_json(request)
+            with self.manager.acquire(name, version, label) as served:
+                call.version = str(served.version)
+                signature_name, inputs, row_format, steps = parse_predict_request(
+                    body, served.input_specs, b"true" in data or b"false" in data
+                )
+                outputs = served.predict(signature_name, inputs, self.timeout_s)
         if row_format:
             return _json_response({"predictions": _row_predictions(outputs, steps)})
         return _json_response({"outputs": {k: v.tolist() for k, v in outputs.items()}})

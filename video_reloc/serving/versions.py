@@ -59,17 +59,20 @@ def _uses_xla(saved_model: saved_model_pb2.SavedModel) -> bool:
 
 
 def _signature_defs(saved_model: saved_model_pb2.SavedModel) -> dict[str, Any]:
-    """The SavedModel's signature defs as TensorFlow Serving's metadata JSON shows them."""
+    """The SavedModel's signature defs (`SignatureDef` protos), without internal ones."""
     meta_graph = saved_model.meta_graphs[0]
     return {
-        name: json_format.MessageToDict(
-            signature,
-            preserving_proto_field_name=True,
-            always_print_fields_with_no_presence=True,
-        )
+        name: signature
         for name, signature in meta_graph.signature_def.items()
         if not name.startswith("__")
     }
+
+
+def signature_def_json(signature: Any) -> dict[str, Any]:
+    """A `SignatureDef` as TensorFlow Serving's REST metadata shows it."""
+    return json_format.MessageToDict(
+        signature, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 class ServedVersion:
@@ -80,6 +83,10 @@ class ServedVersion:
         version: The version number.
         path: The version folder.
         batching: Batching parameters; `None` runs requests one by one in arrival order.
+        on_batch: Called with (name, version, rows) for each batch run.
+
+    Attributes:
+        signature_defs: `{signature name: SignatureDef proto}` of the SavedModel.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class ServedVersion:
         version: int,
         path: str | pathlib.Path,
         batching: BatchingParameters | None,
+        on_batch: Callable[[str, int, int], None] | None = None,
     ):
         self.name = name
         self.version = version
@@ -104,8 +112,9 @@ class ServedVersion:
             key: dict(fn.structured_input_signature[1]) for key, fn in self.signatures.items()
         }
         parameters = batching or BatchingParameters(max_batch_size=1, batch_timeout_micros=0)
+        observe = None if on_batch is None else (lambda rows: on_batch(name, version, rows))
         self._batchers = {
-            key: Batcher(self._runner(key), parameters, f"{name}-{version}-{key}")
+            key: Batcher(self._runner(key), parameters, f"{name}-{version}-{key}", observe)
             for key in self.signatures
         }
 
@@ -221,7 +230,9 @@ class ServedVersion:
             return future.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise ServingError(f"the model did not answer within {timeout_s:g} s", 503) from None
+            raise ServingError(
+                f"the model did not answer within {timeout_s:g} s", "DEADLINE_EXCEEDED"
+            ) from None
         except tf.errors.InvalidArgumentError as error:
             raise ServingError(f"the model refused the inputs: {error.message}") from None
 
