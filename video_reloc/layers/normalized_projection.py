@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from video_reloc.layers.feature_normalization import FeatureNormalization
 from video_reloc.layers.initializers import clone_initializer
 from video_reloc.layers.masking import step_mask
 
@@ -22,19 +23,19 @@ class NormalizedProjection(keras.layers.Layer):
     short query's own mean is also the action it shows, which standardization takes away too.
     So the layer projects both views, each to its share of the output, side by side:
 
-        h_t = [W_s (x_t - mu) / (sigma + eps) ; W_r x_t / (rms + eps)] + b
+        h_t = [W_s (x_t - mu) / sqrt(sigma^2 + eps) ; W_r x_t / sqrt(rms^2 + eps)] + b
 
-    where `mu` and `sigma` (per dimension) are the mean and standard deviation of the
-    sequence's valid steps (the normalization of the normalized frame-level baseline) and `rms`
-    the root mean square of all their values (a scale only: `rms^2 = mean(sigma^2 + mu^2)`).
-    Two views cost one projection of the output's width. Padded steps do not count and come
-    out as zeros, so junk after a valid length changes nothing.
+    where `mu` and `sigma^2` (per dimension) are the mean and variance of the sequence's valid
+    steps (`FeatureNormalization("standardize")`, the normalization of the normalized
+    frame-level baseline) and `rms^2` the mean of the squares of all their values (a scale
+    only). Two views cost one projection of the output's width. Padded steps do not count and
+    come out as zeros, so junk after a valid length changes nothing.
 
     Args:
         units: The output width, shared evenly by the views (the first view gets the
             remainder).
         views: A non-empty subset of `("standardized", "scaled")`, in the output's order.
-        epsilon: Added to `sigma` and `rms`.
+        epsilon: Added to `sigma^2` and `rms^2`.
         kernel_initializer: Initializer of each view's kernel.
         bias_initializer: Initializer of the bias.
         **kwargs: Base layer arguments.
@@ -51,7 +52,7 @@ class NormalizedProjection(keras.layers.Layer):
         self,
         units: int,
         views: Sequence[str] = VIEWS,
-        epsilon: float = 1e-6,
+        epsilon: float = 1e-3,
         kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
         bias_initializer: str | keras.initializers.Initializer = "zeros",
         **kwargs,
@@ -87,23 +88,25 @@ class NormalizedProjection(keras.layers.Layer):
         self.bias = self.add_weight(
             shape=(self.units,), initializer=clone_initializer(self.bias_initializer), name="bias"
         )
+        self.standardization = None
+        if "standardized" in self.views:
+            self.standardization = FeatureNormalization(
+                "standardize", self.epsilon, name="standardization"
+            )
         self.built = True
 
     def call(self, inputs, lengths=None):
         mask = step_mask(inputs, lengths)
         x = inputs * mask
-        count = ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1.0)  # (B, 1, 1)
-        mean = ops.sum(x, axis=1, keepdims=True) / count  # (B, 1, D)
-        centred = (x - mean) * mask
-        variance = ops.sum(ops.square(centred), axis=1, keepdims=True) / count  # (B, 1, D)
         outputs = []
         for view, kernel in zip(self.views, self.kernels):
             if view == "standardized":
-                standardized = centred / (ops.sqrt(variance) + self.epsilon)
-                outputs.append(ops.matmul(standardized, kernel))
+                outputs.append(ops.matmul(self.standardization(inputs, lengths), kernel))
             else:
-                rms = ops.sqrt(ops.mean(variance + ops.square(mean), axis=-1, keepdims=True))
-                outputs.append(ops.matmul(x, kernel) / (rms + self.epsilon))
+                count = ops.maximum(ops.sum(mask, axis=(1, 2), keepdims=True), 1.0)  # (B, 1, 1)
+                mean_square = ops.sum(ops.square(x), axis=(1, 2), keepdims=True) / count
+                mean_square = mean_square / ops.cast(ops.shape(x)[-1], x.dtype)
+                outputs.append(ops.matmul(x, kernel) * ops.rsqrt(mean_square + self.epsilon))
         output = ops.concatenate(outputs, axis=-1) if len(outputs) > 1 else outputs[0]
         return (output + self.bias) * mask
 
