@@ -1,36 +1,14 @@
 """`video-reloc-train --architecture=parallel` end to end, then evaluate and export it."""
 
 import json
-import os
-import pathlib
-import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_binaries import _command, _run
 
 from video_reloc import evaluation
 from video_reloc.metrics import THRESHOLDS
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-BIN = REPO_ROOT / "bin"
-
-
-def _command(name):
-    """The console script when installed, else `python bin/<name>.py`."""
-    script = shutil.which(f"video-reloc-{name}", path=str(pathlib.Path(sys.executable).parent))
-    return [script] if script else [sys.executable, str(BIN / f"{name}.py")]
-
-
-def _run(args, timeout=300, check=True):
-    proc = subprocess.run(
-        args, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=dict(os.environ)
-    )
-    if check:
-        assert proc.returncode == 0, f"{args}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +30,8 @@ def trained_parallel(tmp_path_factory):
             "--num_images=2",
             "--eval_batch_size=100",
             "--noprogress",
-        ]
+        ],
+        timeout=300,
     )
     return model_dir, data_dir, proc
 
@@ -63,7 +42,7 @@ def test_train_evaluate_export_a_parallel_model(trained_parallel, tmp_path):
     assert "| Ours |" in proc.stdout
     assert evaluation.read_model_config(model_dir)["architecture"] == "parallel"
     results = json.loads((model_dir / "results" / "test.json").read_text())
-    assert set(results) == {f"{t:g}" for t in THRESHOLDS} | {"mean"}
+    assert set(results) == {f"{t:g}" for t in THRESHOLDS} | {"mean", "mean_iou"}
     saved_model = model_dir / "export" / "1"
     assert evaluation.is_saved_model(saved_model)
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-import numpy as np
 import pytest
 import tensorflow as tf
 from test_export import (
     FEATURE_DIM,
-    FRESH_PROCESS_SCRIPT,
-    REPO_ROOT,
     check_against_keras,
+    fresh_process_outputs,
     make_inputs,
     must_compile_functions,
     random_inputs,
@@ -71,23 +65,5 @@ def test_xla_export_compiles_the_whole_model(parallel_exports):
 @pytest.mark.slow
 def test_fresh_process_without_the_package(parallel_model, parallel_exports, tmp_path):
     inputs = make_inputs()
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    script = tmp_path / "run_saved_model.py"
-    script.write_text(FRESH_PROCESS_SCRIPT.replace("REPO)", f"{str(REPO_ROOT)!r})"))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            str(script),
-            str(parallel_exports["xla"]),
-            str(tmp_path / "inputs.npz"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
-    outputs = {k: np.asarray(v) for k, v in json.loads(line[len("RESULT ") :]).items()}
+    outputs = fresh_process_outputs(parallel_exports["xla"], inputs, tmp_path)
     check_against_keras(parallel_model, inputs, outputs, exact_argmax=False)
