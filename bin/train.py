@@ -103,7 +103,8 @@ flags.DEFINE_enum(
     None,
     ["standardize", "center"],
     "Normalize each query and reference over its own valid steps inside the model (not in "
-    "the paper): standardize (every dimension) or center (one scale). Default: none.",
+    "the paper): standardize (every dimension) or center (one scale). Default: none. "
+    "Architecture cgbm only: the parallel model normalizes its inputs itself.",
 )
 flags.DEFINE_float(
     "distractor_probability",
