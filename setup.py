@@ -23,6 +23,10 @@ INSTALL_REQUIRES = [
     "prometheus-client>=0.20",
     "werkzeug>=3",
     "waitress>=3",
+    # video-reloc-features and relocalize on video files: decoding with FFmpeg's bindings.
+    "av>=12",
+    # Figures: TensorBoard images, evaluate --plots and relocalize --plot.
+    "matplotlib>=3.7",
 ]
 
 EXTRAS_REQUIRE = {
@@ -45,6 +49,7 @@ CONSOLE_SCRIPTS = [
     "video-reloc-serve=video_reloc_bin.serve:run",
     "video-reloc-relocalize=video_reloc_bin.relocalize:run",
     "video-reloc-benchmark=video_reloc_bin.benchmark:run",
+    "video-reloc-features=video_reloc_bin.features:run",
 ]
 
 setup(

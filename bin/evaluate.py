@@ -2,6 +2,7 @@
 
     video-reloc-evaluate --model=DIR/export/1 --split=test --output=test.json
     video-reloc-evaluate --model=DIR            # a model dir: its export, else its best
+    video-reloc-evaluate --model=DIR --plots=figures/   # and figures of a few test pairs
 
 The JSON is `{"0.1": ..., ..., "0.9": ..., "mean": ...}` in percent, `mean` over tIoU
 0.5 ... 0.9. See `video_reloc.evaluation`.
@@ -14,7 +15,7 @@ import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its setti
 # isort: split
 from absl import app, flags
 
-from video_reloc import evaluation
+from video_reloc import data, evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -34,7 +35,9 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "data_dir", None, "TFDS data dir. Default: the model's training one, else TFDS's."
 )
-flags.DEFINE_string("manual_dir", None, "Raw files of config c3d, if the dataset is not built.")
+flags.DEFINE_string(
+    "manual_dir", None, "Raw files of config c3d or custom, if the dataset is not built."
+)
 flags.DEFINE_integer("batch_size", 64, "Pairs per batch.")
 flags.DEFINE_string(
     "output",
@@ -43,24 +46,37 @@ flags.DEFINE_string(
     "model is in a model dir of video-reloc-train, else nowhere.",
 )
 flags.DEFINE_string("predictions_output", None, "Where to write per-pair predictions as JSON.")
+flags.DEFINE_string(
+    "plots",
+    None,
+    "A folder for PNG figures of the first --num_plots pairs: the reference timeline in seconds "
+    "with the true and predicted segments and the per-step start/inside/end probabilities "
+    "(Fig. 4), and the attention map (Fig. 5).",
+)
+flags.DEFINE_integer("num_plots", evaluation.PLOTS, "Pairs drawn into --plots.")
 flags.mark_flag_as_required("model")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    evaluation.evaluate(
-        evaluation.EvaluateConfig(
-            model=FLAGS.model,
-            split=FLAGS.split,
-            dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir,
-            manual_dir=FLAGS.manual_dir,
-            batch_size=FLAGS.batch_size,
-            output=FLAGS.output,
-            predictions_output=FLAGS.predictions_output,
+    try:
+        evaluation.evaluate(
+            evaluation.EvaluateConfig(
+                model=FLAGS.model,
+                split=FLAGS.split,
+                dataset=FLAGS.dataset,
+                data_dir=FLAGS.data_dir,
+                manual_dir=FLAGS.manual_dir,
+                batch_size=FLAGS.batch_size,
+                output=FLAGS.output,
+                predictions_output=FLAGS.predictions_output,
+                plots=FLAGS.plots,
+                num_plots=FLAGS.num_plots,
+            )
         )
-    )
+    except data.DatasetError as e:
+        raise SystemExit(f"video-reloc-evaluate: {e}") from None
 
 
 def run() -> None:

@@ -16,7 +16,7 @@ import video_reloc_bin.startup  # noqa: F401 - first: TensorFlow reads its setti
 # isort: split
 from absl import app, flags
 
-from video_reloc import architectures, training
+from video_reloc import architectures, data, training
 
 FLAGS = flags.FLAGS
 # The default preset first.
@@ -46,14 +46,15 @@ flags.DEFINE_enum(
 flags.DEFINE_string(
     "dataset",
     None,
-    "TFDS dataset, activitynet_reloc/CONFIG (c3d or synthetic)." + _default("dataset"),
+    "TFDS dataset, activitynet_reloc/CONFIG (c3d, synthetic, simulated_c3d, or custom: your "
+    "own data in --manual_dir)." + _default("dataset"),
 )
 flags.DEFINE_string("data_dir", None, "TFDS data dir. Default: TFDS's (~/tensorflow_datasets).")
 flags.DEFINE_string(
     "manual_dir",
     None,
-    "Folder of the raw files of config c3d (annotations, length.json, C3D HDF5), handed to the "
-    "builder when the dataset is not built yet.",
+    "Folder of the raw files of config c3d or custom (annotations, length.json, features), "
+    "handed to the builder when the dataset is not built yet.",
 )
 flags.DEFINE_integer("train_steps", None, "Training steps in all." + _default("train_steps"))
 flags.DEFINE_integer(
@@ -187,7 +188,10 @@ def main(argv: list[str]) -> None:
         config = training.preset_config(FLAGS.preset, model_dir=FLAGS.model_dir, **overrides)
     except ValueError as e:  # a flag out of its range (an ablation of another architecture)
         raise app.UsageError(str(e)) from None
-    training.train(config)
+    try:
+        training.train(config)
+    except data.DatasetError as e:  # a bad or missing manual file, named in one line
+        raise SystemExit(f"video-reloc-train: {e}") from None
 
 
 def run() -> None:

@@ -81,6 +81,25 @@ def test_train_binary_end_to_end(trained):
 
 
 @pytest.mark.slow
+def test_validation_writes_readable_figures_to_tensorboard(trained):
+    model_dir, _, _ = trained
+    images = {}
+    for path in (model_dir / "validation").glob("events.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag in ("segments_on_timeline", "attention"):
+                    images.setdefault(value.tag, []).append(tf.make_ndarray(value.tensor))
+    assert set(images) == {"segments_on_timeline", "attention"}
+    for tag, summaries in images.items():
+        assert len(summaries) == 2  # validations at steps 2 and 4
+        width, height, *pngs = summaries[-1]
+        assert len(pngs) == 2  # --num_images=2: one figure per pair
+        picture = tf.io.decode_png(pngs[0]).numpy()
+        assert picture.shape == (int(height), int(width), 3) and int(width) == 900, tag
+        assert picture.std() > 10  # drawn, not blank
+
+
+@pytest.mark.slow
 def test_evaluate_binary_on_a_savedmodel_and_library_on_a_checkpoint(trained, tmp_path):
     model_dir, data_dir, _ = trained
     expected = json.loads((model_dir / "results" / "test.json").read_text())
@@ -93,9 +112,15 @@ def test_evaluate_binary_on_a_savedmodel_and_library_on_a_checkpoint(trained, tm
             "--batch_size=200",
             f"--output={output}",
             f"--predictions_output={pairs}",
+            f"--plots={tmp_path / 'plots'}",
+            "--num_plots=1",
         ]
     )
     assert "| Ours |" in proc.stdout and "SavedModel" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "pair_000_attention.png",
+        "pair_000_timeline.png",
+    ]
     assert json.loads(output.read_text()) == pytest.approx(expected, abs=1e-9)
     records = json.loads(pairs.read_text())
     assert len(records) == 200 and {"prediction", "groundtruth", "iou", "query_id"} <= set(

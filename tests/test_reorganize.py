@@ -13,6 +13,8 @@ from tfds_activitynet_reloc.reorganize import (
     ACTIVITYNET_CLASSES,
     RELEASE_FILE_NAMES,
     RELEASE_PERM,
+    check_splits,
+    class_permutation,
     draw_pairs,
     end_location,
     leaf_classes,
@@ -103,6 +105,74 @@ def test_split_classes():
     assert split["validation"] == sorted(ACTIVITYNET_CLASSES[i] for i in RELEASE_PERM[160:180])
     with pytest.raises(ValueError, match="permutation"):
         split_classes(ACTIVITYNET_CLASSES, RELEASE_PERM[:199])
+
+
+def test_split_classes_gives_every_split_a_class():
+    sizes = {3: [1, 1, 1], 4: [2, 1, 1], 10: [8, 1, 1], 15: [12, 2, 1], 200: [160, 20, 20]}
+    for n, expected in sizes.items():
+        split = split_classes([f"c{k:03d}" for k in range(n)], range(n))
+        assert [len(split[s]) for s in ("train", "validation", "test")] == expected
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        split_classes(["a", "b"], [0, 1])
+
+
+def test_class_permutation_is_seeded():
+    assert class_permutation(5) == [2, 0, 1, 3, 4]  # RandomState(0); documented
+    assert class_permutation(5) == class_permutation(5) != class_permutation(5, seed=1)
+    assert sorted(class_permutation(200)) == list(range(200))
+
+
+def test_check_splits():
+    names = ["a", "b", "c", "d"]
+    assert check_splits({"train": ["b", "a"], "validation": ["c"], "test": ["d"]}, names) == {
+        "train": ["a", "b"],
+        "validation": ["c"],
+        "test": ["d"],
+    }
+    bad = [
+        ({"train": ["a"], "validation": ["a"], "test": ["d"]}, "'a' is in two splits"),
+        ({"train": ["a"], "validation": ["x"], "test": ["d"]}, "class 'x' is not a leaf"),
+        ({"train": ["a"], "validation": [], "test": ["d"]}, "'validation' needs a non-empty"),
+        ({"train": ["a"], "validation": ["b"], "test": ["d"], "dev": []}, "unknown split"),
+        (["a", "b"], "expected an object"),
+    ]
+    for splits, message in bad:
+        with pytest.raises(ValueError, match=message):
+            check_splits(splits, names)
+
+
+def test_reorganize_by_named_splits_and_unknown_labels():
+    database = {
+        "vid": {
+            "duration": 160.0,
+            "annotations": [_anno(10, 20, "class00"), _anno(100, 110, "class02")],
+        }
+    }
+    lengths = {"vid": {"n_frames": 2560, "n_feat": 160}}
+    annotations = {"taxonomy": TAXONOMY, "database": database}
+    splits = {"train": ["class02"], "validation": ["class00"], "test": ["class01"]}
+    out = reorganize(annotations, lengths, splits=splits)
+    assert [x["label"] for x in out["train"]] == [102]
+    assert [x["label"] for x in out["validation"]] == [100] and out["test"] == []
+    database["vid"]["annotations"].append(_anno(130, 140, "Class00"))
+    with pytest.raises(ValueError, match="video vid: label 'Class00' is not a leaf class"):
+        reorganize(annotations, lengths, splits=splits)
+
+
+@pytest.mark.parametrize(
+    "segment", [[3.0], "a", [1.0, "2"], [float("nan"), 4.0], [True, 4.0], None]
+)
+def test_a_malformed_segment_is_named_with_its_video(segment):
+    database = {
+        "vid": {"duration": 160.0, "annotations": [_anno(10, 20, "class00")]},
+        "other": {
+            "duration": 160.0,
+            "annotations": [_anno(10, 20, "class01"), {"segment": segment, "label": "class01"}],
+        },
+    }
+    lengths = {v: {"n_frames": 2560, "n_feat": 160} for v in database}
+    with pytest.raises(ValueError, match=r"video other: annotation 1: segment .* is not \[start"):
+        _tiny(database, lengths)
 
 
 def test_locations():

@@ -65,11 +65,11 @@ def test_deterministic_and_each_split_its_own_draws(test_split):
     )
 
 
-def test_shots_dominate_and_the_action_is_small():
+def test_shots_dominate_and_the_action_is_small(test_split):
     render = sim.Rendering()
     assert np.hypot(render.scene_norm, render.shot_norm) >= 5 * render.action_norm
     # Measured on rows: a video with its action, and the same draws without it.
-    data = sim.generate(splits=("test",))
+    data = test_split
     quiet = sim.generate(splits=("test",), render=sim.Rendering(action_norm=0.0))
     ratios = []
     for s in data.segments["test"][:100]:

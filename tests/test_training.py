@@ -139,7 +139,7 @@ def test_deterministic_under_seed(tmp_path):
     assert np.all(segments[:, 1] - segments[:, 0] >= 1)
 
 
-def _run_python(code, env=None, timeout=120):
+def _run_python(code, env=None, timeout=900):
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,

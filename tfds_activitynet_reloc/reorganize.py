@@ -23,8 +23,12 @@ Rules, per video (in the order of the annotation file's `database`):
 6. A window longer than 300 features is cut to 300 features at a random start
    (numpy `RandomState(0)`, one draw per cut window, drawn in the order
    train, validation, test) such that it holds the whole ground truth.
-7. Classes: the 200 leaves of the taxonomy, sorted by name; `perm[:160]` index
-   the training classes, `perm[160:180]` validation, `perm[180:]` test.
+7. Classes: the leaves of the taxonomy, sorted by name; a permutation `perm` of
+   them gives the first 80 % to training, the next 10 % to validation and the rest
+   to test (`split_classes`): with ActivityNet's 200 classes and the release's
+   `perm`, `perm[:160]`, `perm[160:180]` and `perm[180:]`. Other data name their
+   split classes (`check_splits`) or take the seeded permutation of
+   `class_permutation`. Every annotation's label must be a leaf class.
 """
 
 from __future__ import annotations
@@ -278,6 +282,8 @@ CROP_SEED = 0
 """Seed of the `RandomState` drawing the 300-feature crops (the release's `np.random.seed(0)`)."""
 PAIR_SEED = 6
 """Seed of the fixed validation/test pairs (the release's evaluation sampler used op seed 6)."""
+CLASS_SPLIT_SEED = 0
+"""Seed of `class_permutation`, the class split of data that name none."""
 
 Segment = dict[str, Any]
 """One item of a release JSON file: `id`, `label` (taxonomy nodeId), `location`, `groundtruth`."""
@@ -316,10 +322,20 @@ def leaf_classes(taxonomy: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return dict(sorted(classes.items()))
 
 
+def class_permutation(num_classes: int, seed: int = CLASS_SPLIT_SEED) -> list[int]:
+    """The class split of data that name none: `RandomState(seed).permutation(num_classes)`.
+
+    It indexes the classes sorted by name, as `split_classes` reads it.
+    """
+    return np.random.RandomState(seed).permutation(num_classes).tolist()
+
+
 def split_classes(class_names: Sequence[str], perm: Sequence[int]) -> dict[str, list[str]]:
     """Splits classes by a permutation: 80 % train, 10 % validation, the rest test.
 
-    With 200 classes this is the paper's 160 / 20 / 20 split.
+    With 200 classes this is the paper's 160 / 20 / 20 split. Validation and test get at
+    least one class each, so any 3 or more classes make three non-empty splits (3 classes:
+    1 / 1 / 1; 10: 8 / 1 / 1).
 
     Args:
         class_names: Class names; they are sorted here.
@@ -338,14 +354,59 @@ def split_classes(class_names: Sequence[str], perm: Sequence[int]) -> dict[str, 
             f"perm must be a permutation of range({len(names)}) (one index per leaf class), "
             f"got {len(perm)} values"
         )
-    n_train = round(0.8 * len(names))
-    n_val = round(0.1 * len(names))
+    if len(names) < len(SPLITS):
+        raise ValueError(f"need at least {len(SPLITS)} classes, one per split, got {len(names)}")
+    n_val = max(1, round(0.1 * len(names)))
+    n_train = min(round(0.8 * len(names)), len(names) - n_val - 1)
     parts = {
         "train": perm[:n_train],
         "validation": perm[n_train : n_train + n_val],
         "test": perm[n_train + n_val :],
     }
     return {split: sorted(names[i] for i in idx) for split, idx in parts.items()}
+
+
+def check_splits(splits: Any, class_names: Sequence[str]) -> dict[str, list[str]]:
+    """Checks a class split given by name (`splits.json`): three disjoint lists of known classes.
+
+    Args:
+        splits: `{"train": [names], "validation": [...], "test": [...]}`, parsed JSON.
+        class_names: The leaf classes of the taxonomy.
+
+    Returns:
+        A dict from split name to the sorted names of its classes. Classes in no split are
+        not used.
+
+    Raises:
+        ValueError: If a split is missing, empty or unknown, a name is not a leaf class, or a
+            class is in two splits; the message names the split and the class.
+    """
+    if not isinstance(splits, Mapping):
+        raise ValueError(
+            f"expected an object with keys {list(SPLITS)}, got {type(splits).__name__}"
+        )
+    unknown_splits = sorted(set(splits) - set(SPLITS))
+    if unknown_splits:
+        raise ValueError(f"unknown split(s) {unknown_splits}; the splits are {list(SPLITS)}")
+    known = set(class_names)
+    seen: dict[str, str] = {}
+    result = {}
+    for split in SPLITS:
+        names = splits.get(split)
+        if not isinstance(names, list) or not names:
+            raise ValueError(
+                f"split {split!r} needs a non-empty list of class names, got {names!r}"
+            )
+        for name in names:
+            if name not in known:
+                raise ValueError(
+                    f"split {split!r}: class {name!r} is not a leaf class of the taxonomy"
+                )
+            if name in seen:
+                raise ValueError(f"class {name!r} is in two splits: {seen[name]!r} and {split!r}")
+            seen[name] = split
+        result[split] = sorted(names)
+    return result
 
 
 def start_location(n_frames: int, duration: float, seconds: float, fpf: int = 16) -> int:
@@ -466,8 +527,9 @@ def _video_segments(
 def reorganize(
     annotations: Mapping[str, Any],
     lengths: Mapping[str, Any],
-    perm: Sequence[int] = RELEASE_PERM,
+    perm: Sequence[int] | None = RELEASE_PERM,
     *,
+    splits: Mapping[str, Sequence[str]] | None = None,
     max_length: int = MAX_LENGTH,
     max_groundtruth: int = MAX_GROUNDTRUTH,
     frames_per_feature: int = FRAMES_PER_FEATURE,
@@ -478,7 +540,9 @@ def reorganize(
     Args:
         annotations: A parsed ActivityNet annotation file (`taxonomy`, `database`).
         lengths: A parsed `length.json`: video id -> {`n_frames`, `n_feat`}.
-        perm: Permutation of the leaf classes sorted by name (the release's by default).
+        perm: Permutation of the leaf classes sorted by name (the release's by default);
+            `None`: `class_permutation` of their number. Unused when `splits` is given.
+        splits: The classes of each split by name (see `check_splits`), instead of `perm`.
         max_length: Longest reference window, in features; longer ones are cut.
         max_groundtruth: Longest ground truth, in features; longer segments are skipped.
         frames_per_feature: Video frames per feature row.
@@ -492,12 +556,21 @@ def reorganize(
         in the order of `annotations["database"]`, segments by start time.
 
     Raises:
-        ValueError: On malformed annotations or lengths; the message names the video.
+        ValueError: On malformed annotations or lengths, or a label that is not a leaf
+            class; the message names the video.
     """
     if not isinstance(annotations, Mapping) or not {"taxonomy", "database"} <= set(annotations):
         raise ValueError("annotations need a 'taxonomy' and a 'database'")
     classes = leaf_classes(annotations["taxonomy"])
-    split_names = split_classes(list(classes), perm)
+    if not isinstance(annotations["database"], Mapping):
+        raise ValueError("'database' must map video ids to videos")
+    _check_annotations(annotations["database"], classes)
+    if splits is not None:
+        split_names = check_splits(splits, list(classes))
+    else:
+        split_names = split_classes(
+            list(classes), class_permutation(len(classes)) if perm is None else perm
+        )
     rng = np.random.RandomState(seed)
     result: dict[str, list[Segment]] = {}
     for split in SPLITS:
@@ -518,6 +591,34 @@ def reorganize(
             )
         result[split] = items
     return result
+
+
+def _check_annotations(database: Mapping[str, Any], classes: Mapping[str, int]) -> None:
+    """Raises unless every annotation of every video is a `segment` [start, end] of finite
+    seconds labelled with a leaf class (a segment whose end is not after its start is
+    skipped later, as the release skips it)."""
+    for video_id, video in database.items():
+        try:
+            annotations = [(a["segment"], a["label"]) for a in video["annotations"]]
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"video {video_id}: malformed annotation entry ({e!r})") from e
+        for k, (segment, label) in enumerate(annotations):
+            if not (
+                isinstance(segment, list | tuple)
+                and len(segment) == 2
+                and all(
+                    isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+                    for t in segment
+                )
+            ):
+                raise ValueError(
+                    f"video {video_id}: annotation {k}: segment {segment!r} is not "
+                    "[start, end] in seconds"
+                )
+            if not isinstance(label, str) or label not in classes:
+                raise ValueError(
+                    f"video {video_id}: label {label!r} is not a leaf class of the taxonomy"
+                )
 
 
 def draw_pairs(

@@ -46,6 +46,7 @@ class Examples:
         query_location: `(N, 2)` int32 [start, end) of each query in its whole video.
         reference_location: `(N, 2)` int32 [start, end) of each reference window in its video.
         reference_seconds_per_feature: `(N,)` float32 seconds covered by one reference row.
+        query_seconds_per_feature: `(N,)` float32 seconds covered by one query row.
     """
 
     query: list[np.ndarray]
@@ -57,6 +58,7 @@ class Examples:
     query_location: np.ndarray | None = None
     reference_location: np.ndarray | None = None
     reference_seconds_per_feature: np.ndarray | None = None
+    query_seconds_per_feature: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.query)
@@ -93,7 +95,12 @@ class Examples:
             query_location=pick(self.query_location),
             reference_location=pick(self.reference_location),
             reference_seconds_per_feature=pick(self.reference_seconds_per_feature),
+            query_seconds_per_feature=pick(self.query_seconds_per_feature),
         )
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be found, built or read; one line naming the file, video or field."""
 
 
 def dataset_builder(
@@ -107,25 +114,62 @@ def dataset_builder(
     Args:
         dataset: `activitynet_reloc/CONFIG[:VERSION]`, e.g. `activitynet_reloc/synthetic`.
         data_dir: The TFDS data dir (`None`: TFDS's default, `~/tensorflow_datasets`).
-        manual_dir: Where the manual files of config `c3d` are; handed to the builder when
-            the dataset is not built yet.
+        manual_dir: Where the manual files of config `c3d` or `custom` are; handed to the
+            builder when the dataset is not built yet. A `custom` dataset built from other
+            files than these is refused.
         prepare: Whether to build the dataset when it is not built yet.
 
     Returns:
         A `tfds.core.DatasetBuilder`.
+
+    Raises:
+        DatasetError: One line naming the dataset and the file, video or field at fault: an
+            unknown dataset or config, missing or bad manual files (the builder checks them
+            all before it writes anything), a `custom` dataset built from other files.
     """
     import tensorflow_datasets as tfds
 
     # Registers activitynet_reloc with TFDS.
-    from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder  # noqa: F401
+    from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder as anr
 
-    builder = tfds.builder(dataset, data_dir=None if data_dir is None else str(data_dir))
+    try:
+        builder = tfds.builder(dataset, data_dir=None if data_dir is None else str(data_dir))
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        raise DatasetError(f"--dataset={dataset}: {_first_line(e)}") from e
+    if builder.is_prepared() and manual_dir is not None:
+        built_from = (builder.info.metadata or {}).get("manual_fingerprint")
+        if built_from is not None and built_from != anr.manual_fingerprint(manual_dir):
+            raise DatasetError(
+                f"{dataset} in {builder.data_dir} was built from other files than those in "
+                f"{manual_dir}; pass another --data_dir (or delete that folder) to build them"
+            )
     if prepare and not builder.is_prepared():
         config = tfds.download.DownloadConfig(
             manual_dir=None if manual_dir is None else str(manual_dir)
         )
-        builder.download_and_prepare(download_config=config)
+        try:
+            builder.download_and_prepare(download_config=config)
+        except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+            # The builder's own errors name the file and video; TFDS's name the manual dir.
+            raise DatasetError(f"{dataset}: {_first_line(e)}") from e
     return builder
+
+
+def _first_line(error: BaseException) -> str:
+    """An exception's message on one line (KeyError's without its quotes), without a closing
+    sentence that introduces the lines after it ("... using instructions:")."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    line = (text.strip().splitlines() or [type(error).__name__])[0]
+    if line.endswith(":") and ". " in line:
+        line = line.rsplit(". ", 1)[0] + "."
+    return line
+
+
+def feature_spec(builder) -> dict | None:
+    """How the dataset's features were made (`video_reloc.features.FeatureSpec` as JSON), when
+    the dataset records it (config `custom` on features of `video-reloc-features`)."""
+    metadata = builder.info.metadata or {}
+    return dict(metadata["features"]) if "features" in metadata else None
 
 
 def load_split(
@@ -164,6 +208,7 @@ def load_split(
             "query_location",
             "reference_location",
             "reference_seconds_per_feature",
+            "query_seconds_per_feature",
         )
     }
     for ex in tfds.as_numpy(ds):
@@ -182,6 +227,7 @@ def load_split(
         query_location=np.asarray(rows["query_location"], np.int32).reshape(-1, 2),
         reference_location=np.asarray(rows["reference_location"], np.int32).reshape(-1, 2),
         reference_seconds_per_feature=np.asarray(rows["reference_seconds_per_feature"], np.float32),
+        query_seconds_per_feature=np.asarray(rows["query_seconds_per_feature"], np.float32),
     )
 
 

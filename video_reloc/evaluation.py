@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from video_reloc import architectures, data
+from video_reloc import architectures, data, visualize
 from video_reloc.baselines.chance import ChanceBaseline
 from video_reloc.decode import MAX_SEGMENT_LENGTH, decode_segments
 from video_reloc.metrics import PAPER_TABLE1, accuracy_at_thresholds, format_table, temporal_iou
@@ -30,8 +30,13 @@ MODEL_CONFIG_FILE = "model_config.json"  # in a model dir: what `build_model` ne
 TRAIN_CONFIG_FILE = "train_config.json"  # in a model dir: the training configuration
 CHANCE_SEED = 0
 
-# inputs (see `data.pad_batch`) -> (start, end, score), each `(B,)`.
+# inputs (see `data.pad_batch`) -> (start, end, score), each `(B,)`. The predict functions
+# made here also carry `.outputs`, an `OutputsFn` of the same model (for figures).
 BatchPredictFn = Callable[[Mapping[str, Any]], tuple[Any, Any, Any]]
+# inputs -> numpy `start`, `end`, `score` `(B,)`, `probabilities` `(B, Tr, 4)` and `attention`
+# `(B, Tr, Tq)`: the serving signature's outputs.
+OutputsFn = Callable[[Mapping[str, Any]], dict[str, np.ndarray]]
+PLOTS = 4  # pairs drawn by `evaluate --plots`
 
 
 def input_signature(feature_dim: int) -> dict[str, tf.TensorSpec]:
@@ -59,7 +64,31 @@ def keras_predict_fn(
         log_probabilities = model(inputs, training=False)["log_probabilities"]
         return decode_segments(log_probabilities, inputs["reference_length"], max_segment_length)
 
+    predict.outputs = keras_outputs_fn(model, max_segment_length)
     return predict
+
+
+def keras_outputs_fn(
+    model: VideoRelocModel, max_segment_length: int = MAX_SEGMENT_LENGTH
+) -> OutputsFn:
+    """A traced function: padded inputs -> the signature's outputs, of a Keras model."""
+
+    @tf.function(input_signature=[input_signature(model_feature_dim(model))])
+    def outputs(inputs):
+        result = model(inputs, training=False, return_attention=True)
+        log_probabilities = result["log_probabilities"]
+        start, end, score = decode_segments(
+            log_probabilities, inputs["reference_length"], max_segment_length
+        )
+        return {
+            "start": start,
+            "end": end,
+            "score": score,
+            "probabilities": tf.exp(log_probabilities),
+            "attention": result["attention"],
+        }
+
+    return lambda inputs: {key: value.numpy() for key, value in outputs(inputs).items()}
 
 
 def saved_model_predict_fn(path: str | pathlib.Path) -> BatchPredictFn:
@@ -67,12 +96,63 @@ def saved_model_predict_fn(path: str | pathlib.Path) -> BatchPredictFn:
     loaded = tf.saved_model.load(str(path))
     serve = loaded.signatures["serving_default"]
 
+    def outputs(inputs):
+        tensors = serve(**{key: tf.convert_to_tensor(value) for key, value in inputs.items()})
+        return {key: value.numpy() for key, value in tensors.items()}
+
     def predict(inputs):
-        outputs = serve(**{key: tf.convert_to_tensor(value) for key, value in inputs.items()})
-        return outputs["start"], outputs["end"], outputs["score"]
+        result = serve(**{key: tf.convert_to_tensor(value) for key, value in inputs.items()})
+        return result["start"], result["end"], result["score"]
 
     predict.loaded = loaded  # keeps the SavedModel's resources alive
+    predict.outputs = outputs
     return predict
+
+
+def pair_titles(examples: data.Examples, outputs: Mapping[str, np.ndarray]) -> list[str]:
+    """A title per pair: the query (video and seconds) and reference videos, and the tIoU."""
+    predicted = np.stack([outputs["start"], outputs["end"]], axis=1)
+    iou = temporal_iou(predicted, examples.groundtruth)
+    titles = []
+    for n in range(len(examples)):
+        where = ""
+        if examples.query_id:
+            query = examples.query_id[n]
+            if (
+                examples.query_location is not None
+                and examples.query_seconds_per_feature is not None
+            ):
+                start, end = examples.query_location[n] * examples.query_seconds_per_feature[n]
+                query += f" {start:.1f}-{end:.1f} s"
+            where = f"query {query} in reference {examples.reference_id[n]}, "
+        titles.append(f"{where}tIoU {iou[n]:.2f}")
+    return titles
+
+
+def pair_figures(outputs_fn: OutputsFn, examples: data.Examples) -> list[tuple[Any, Any]]:
+    """The timeline (Fig. 4) and attention (Fig. 5) figures of every pair of `examples`."""
+    inputs, groundtruth = data.pad_batch(examples.query, examples.reference, examples.groundtruth)
+    outputs = outputs_fn(inputs)
+    return visualize.pair_figures(
+        outputs,
+        inputs,
+        groundtruth,
+        examples.reference_seconds_per_feature,
+        examples.query_seconds_per_feature,
+        titles=pair_titles(examples, outputs),
+    )
+
+
+def write_plots(
+    outputs_fn: OutputsFn, examples: data.Examples, directory: str | pathlib.Path
+) -> list[pathlib.Path]:
+    """Writes `pair_NNN_timeline.png` and `pair_NNN_attention.png` for every pair."""
+    directory = pathlib.Path(directory)
+    paths = []
+    for n, (timeline, attention) in enumerate(pair_figures(outputs_fn, examples)):
+        paths.append(visualize.save_figure(timeline, directory / f"pair_{n:03d}_timeline.png"))
+        paths.append(visualize.save_figure(attention, directory / f"pair_{n:03d}_attention.png"))
+    return paths
 
 
 @dataclasses.dataclass
@@ -334,6 +414,9 @@ class EvaluateConfig:
         output: Where to write the table as JSON; `None`: `MODEL_DIR/results/evaluate_SPLIT.json`
             when the model is in a model dir of training, else nowhere.
         predictions_output: Where to write the per-pair predictions as JSON; `None`: do not.
+        plots: A folder for the figures (timeline and attention, PNG) of the first
+            `num_plots` pairs; `None`: none.
+        num_plots: Pairs drawn into `plots`.
     """
 
     model: str
@@ -344,6 +427,8 @@ class EvaluateConfig:
     batch_size: int = 64
     output: str | None = None
     predictions_output: str | None = None
+    plots: str | None = None
+    num_plots: int = PLOTS
 
 
 @dataclasses.dataclass
@@ -404,4 +489,8 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         path = pathlib.Path(config.predictions_output)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(predictions.to_json(examples), indent=1) + "\n")
+    if config.plots:
+        subset = examples.subset(range(min(config.num_plots, len(examples))))
+        paths = write_plots(predict_fn.outputs, subset, config.plots)
+        print(f"Wrote {len(paths)} figures of {len(subset)} pairs to {config.plots}", flush=True)
     return EvaluationResult(results, chance, predictions, table)

@@ -32,18 +32,25 @@ The export also writes TensorFlow Serving's warm-up file, `assets.extra/tf_servi
 query and `WARMUP_MAX_REFERENCE_STEPS` reference steps falls into (4 x 6 = 24 with the default
 buckets; one request without XLA), so TensorFlow Serving and `video-reloc-serve` compile them
 when they load the model, before they report it AVAILABLE, not on the first requests.
+
+A model trained on features of `video-reloc-features` carries how they were made
+(`video_reloc.features.FeatureSpec`) in `assets.extra/video_reloc_features.json`
+(`read_feature_spec`), so `relocalize` makes video files' features the same way and refuses
+features made another way. TensorFlow Serving ignores the file.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -61,6 +68,7 @@ REFERENCE_BUCKET = 50
 BATCH_BUCKET = 64  # batches pad to 1, 2, 4, ..., 64, then to multiples of 64
 WARMUP_MAX_QUERY_STEPS = MAX_SEGMENT_LENGTH  # the longest segment decoded: queries are segments
 WARMUP_MAX_REFERENCE_STEPS = 300  # the training references' longest (`relocalize.WINDOW`)
+FEATURE_SPEC_FILE = "assets.extra/video_reloc_features.json"  # in a SavedModel folder
 
 logger = logging.getLogger(__name__)
 
@@ -329,6 +337,7 @@ def export_saved_model(
     jit_compile: bool = True,
     max_segment_length: int = MAX_SEGMENT_LENGTH,
     warmup_shapes: Sequence[WarmupShape] | None = None,
+    feature_spec: Mapping[str, Any] | None = None,
 ) -> pathlib.Path:
     """Writes `model` as a SavedModel under `export_base/<version>/`.
 
@@ -346,6 +355,8 @@ def export_saved_model(
         max_segment_length: The longest segment decoded, in features.
         warmup_shapes: The requests of `assets.extra/tf_serving_warmup_requests` (zero features,
             every step valid); `None`: `default_warmup_shapes(jit_compile)`; empty: no file.
+        feature_spec: How the features were made (`FeatureSpec.to_json()`), written to
+            `FEATURE_SPEC_FILE`; `None`: unknown, no file.
 
     Returns:
         The version folder written.
@@ -380,8 +391,17 @@ def export_saved_model(
                     for shape in warmup_shapes
                 ],
             )
+        if feature_spec is not None:
+            (folder / FEATURE_SPEC_FILE).parent.mkdir(exist_ok=True)
+            (folder / FEATURE_SPEC_FILE).write_text(json.dumps(dict(feature_spec), indent=1) + "\n")
         return _publish(folder, base, version)  # a half-written export never looks like a version
     finally:
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
         os.close(lock)
+
+
+def read_feature_spec(saved_model: str | pathlib.Path) -> dict[str, Any] | None:
+    """How the features of a SavedModel folder's model were made, or `None` if unknown."""
+    path = pathlib.Path(saved_model) / FEATURE_SPEC_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

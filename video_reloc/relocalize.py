@@ -10,19 +10,28 @@ The work is one model call per window, so the cost grows linearly with the refer
 
 With the default stride of half a window, every segment of at most `window - stride`
 features (the decoder's limit is 64) lies whole inside some window.
+
+`relocalize_files` reads the query and the reference from feature files or from video files:
+a video's features are made on the fly as the model's training features were made (the
+`FeatureSpec` the export carries: backbone, frame rate, clip length), and features made
+another way are refused. It can draw the reference's timeline with the top segments and the
+per-step probabilities (averaged over the windows holding each step) as a PNG.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
+from video_reloc import features as video_features
 from video_reloc.decode import MAX_SEGMENT_LENGTH, segment_scores
+from video_reloc.export import read_feature_spec
 
 WINDOW = 300  # the training references' longest length, in features
 FRAMES_PER_FEATURE = 16  # C3D: 16 frames per feature after keeping every other HDF5 row
@@ -52,6 +61,22 @@ class Segment:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Relocalization:
+    """The answer for one query and one reference.
+
+    Attributes:
+        segments: Up to `top_k` segments, best first.
+        probabilities: `(Tr, 4)` per-step probabilities of (start, end, inside, outside),
+            averaged over the windows that hold the step.
+        seconds_per_feature: Seconds per reference step.
+    """
+
+    segments: list[Segment]
+    probabilities: np.ndarray
+    seconds_per_feature: float
 
 
 def window_starts(steps: int, window: int = WINDOW, stride: int = WINDOW // 2) -> list[int]:
@@ -109,6 +134,21 @@ def temporal_nms(
     return np.asarray(keep, dtype=np.int64)
 
 
+def saved_model_folder(path: str | pathlib.Path) -> pathlib.Path:
+    """A SavedModel folder, or the highest numeric version folder of a base holding one."""
+    path = pathlib.Path(path)
+    if not (path / "saved_model.pb").exists():
+        versions = [
+            int(p.name)
+            for p in path.glob("*")
+            if p.name.isdigit() and (p / "saved_model.pb").exists()
+        ]
+        if not versions:
+            raise FileNotFoundError(f"no SavedModel in {path} nor in a version folder of it")
+        path = path / str(max(versions))
+    return path
+
+
 def load_predictor(model: Any) -> tuple[Predictor, int]:
     """A function from a batch to per-step probabilities, and the feature dimension D.
 
@@ -123,17 +163,7 @@ def load_predictor(model: Any) -> tuple[Predictor, int]:
         probabilities `(B, Tr, 4)`.
     """
     if isinstance(model, str | pathlib.Path):
-        path = pathlib.Path(model)
-        if not (path / "saved_model.pb").exists():
-            versions = [
-                int(p.name)
-                for p in path.glob("*")
-                if p.name.isdigit() and (p / "saved_model.pb").exists()
-            ]
-            if not versions:
-                raise FileNotFoundError(f"no SavedModel in {path} nor in a version folder of it")
-            path = path / str(max(versions))
-        model = tf.saved_model.load(str(path))
+        model = tf.saved_model.load(str(saved_model_folder(model)))
     if hasattr(model, "signatures") and "serving_default" in getattr(model, "signatures", {}):
         model = model.signatures["serving_default"]
     if isinstance(model, tf.types.experimental.ConcreteFunction):
@@ -189,6 +219,14 @@ def _window_batches(
 
 
 def relocalize(
+    model: Any, query: np.ndarray, reference: np.ndarray, **options: Any
+) -> list[Segment]:
+    """The `top_k` segments of `reference` that match `query` (`search`'s, without the
+    probabilities; the same arguments)."""
+    return search(model, query, reference, **options).segments
+
+
+def search(
     model: Any,
     query: np.ndarray,
     reference: np.ndarray,
@@ -200,7 +238,7 @@ def relocalize(
     batch_size: int = 64,
     candidates_per_window: int = 16,
     max_segment_length: int = MAX_SEGMENT_LENGTH,
-) -> list[Segment]:
+) -> Relocalization:
     """Finds the `top_k` segments of `reference` that match `query`, for any reference length.
 
     Args:
@@ -218,7 +256,8 @@ def relocalize(
         max_segment_length: The longest segment, in features.
 
     Returns:
-        Up to `top_k` segments, best first, in features and seconds of the whole reference.
+        A `Relocalization`: up to `top_k` segments, best first, in features and seconds of the
+        whole reference, and the per-step probabilities.
     """
     predict, feature_dim = model if isinstance(model, tuple) else load_predictor(model)
     query = np.asarray(query, np.float32)
@@ -234,6 +273,8 @@ def relocalize(
     window = min(window, steps)
     starts = window_starts(steps, window, min(stride, window))
     candidate_starts, candidate_ends, candidate_scores = [], [], []
+    probability_sum = np.zeros((steps, 4), np.float64)
+    windows_per_step = np.zeros((steps, 1), np.float64)
     for chunk, windows in _window_batches(reference, starts, window, batch_size):
         count = len(chunk)
         probabilities = predict(
@@ -242,6 +283,9 @@ def relocalize(
             windows,
             np.full((count,), window, np.int32),
         )
+        for first, window_probabilities in zip(chunk, probabilities):
+            probability_sum[first : first + window] += window_probabilities[:window]
+            windows_per_step[first : first + window] += 1
         log_probabilities = np.log(np.maximum(probabilities, np.finfo(np.float32).tiny))
         scores = segment_scores(
             log_probabilities, np.full((count,), window, np.int32), max_segment_length
@@ -260,7 +304,7 @@ def relocalize(
     all_ends = np.concatenate(candidate_ends)
     all_scores = np.concatenate(candidate_scores)
     keep = temporal_nms(all_starts, all_ends, all_scores, nms_threshold, top_k)
-    return [
+    segments = [
         Segment(
             start=int(all_starts[i]),
             end=int(all_ends[i]),
@@ -270,12 +314,14 @@ def relocalize(
         )
         for i in keep
     ]
+    probabilities = (probability_sum / np.maximum(windows_per_step, 1)).astype(np.float32)
+    return Relocalization(segments, probabilities, float(seconds_per_feature))
 
 
 def load_features(
     source: str | pathlib.Path,
     subsample: int | None = None,
-    feature_name: str = "c3d_features",
+    feature_name: str | None = "c3d_features",
     feature_range: tuple[int | None, int | None] | None = None,
 ) -> np.ndarray:
     """Reads a video's features from a `.npy` file or an HDF5 file in the ActivityNet layout.
@@ -286,7 +332,8 @@ def load_features(
             `sub_activitynet_v1-3.c3d.hdf5`.
         subsample: Keep every `subsample`-th row; `None` means 2 for HDF5 (ActivityNet's
             C3D rows come every 8 frames, the model's every 16) and 1 for `.npy`.
-        feature_name: The HDF5 dataset name inside a video's group.
+        feature_name: The HDF5 dataset name inside a video's group; `None`: its only one
+            (the layout of `video-reloc-features`).
         feature_range: `(start, end)` rows to keep after subsampling (a query cut from a
             longer video); `None` keeps all.
 
@@ -302,7 +349,10 @@ def load_features(
             group = video if video in h5 else f"v_{video}"
             if group not in h5:
                 raise KeyError(f"{path}: no group {video!r} nor 'v_{video}'")
-            if feature_name not in h5[group]:
+            names = list(h5[group])
+            if feature_name is None and len(names) == 1:
+                feature_name = names[0]
+            if feature_name not in names:
                 raise KeyError(f"{path}: group {group!r} has no dataset {feature_name!r}")
             features = h5[group][feature_name][()]
         default_subsample = 2
@@ -334,6 +384,108 @@ def parse_feature_range(text: str | None) -> tuple[int | None, int | None] | Non
         raise ValueError(f"expected START:END feature indices, got {text!r}") from None
 
 
+@dataclasses.dataclass
+class _Input:
+    """A query or reference read by `relocalize_files`."""
+
+    features: np.ndarray
+    spec: video_features.FeatureSpec | None  # how its features were made, when known
+    duration: float | None = None  # seconds of video, for a video file
+
+
+class _FeatureMaker:
+    """Makes video files' features as the model's were made (its `FeatureSpec`), once loaded."""
+
+    def __init__(
+        self,
+        spec: Mapping[str, Any] | None,
+        model: str,
+        backbone: str | None,
+        progress: bool = True,
+    ):
+        self.spec = None if spec is None else video_features.FeatureSpec.from_json(spec)
+        self.model = model
+        self.backbone_path = backbone
+        self.progress = progress
+        self._backbone = None
+
+    def __call__(self, flag: str, path: pathlib.Path) -> _Input:
+        if self.spec is None:
+            raise ValueError(
+                f"{flag}={path}: a video file needs a model trained on features of "
+                f"video-reloc-features, and --model={self.model} does not say how its features "
+                "were made; pass features (FILE.npy or FILE.hdf5:VIDEO)"
+            )
+        if self._backbone is None:
+            backbone = video_features.load_backbone(self.backbone_path or self.spec.backbone)
+            differences = self.spec.differences(
+                backbone.spec(self.spec.frame_rate, self.spec.clip_length)
+            )
+            if differences:
+                raise ValueError(
+                    f"backbone {backbone.name} differs from the one the model was trained with "
+                    f"({self.spec.backbone}): {', '.join(differences)}"
+                )
+            self._backbone = backbone
+        bar = video_features.frames_progress(path, self.spec.frame_rate, self.progress)
+        try:
+            rows, frames = video_features.video_features(
+                path,
+                self._backbone,
+                self.spec.frame_rate,
+                self.spec.clip_length,
+                on_frames=bar.update,
+            )
+        except video_features.VideoError as e:
+            raise ValueError(f"{flag}={path}: cannot decode the video: {e}") from e
+        finally:
+            bar.close()
+        return _Input(rows, self.spec, frames / self.spec.frame_rate)
+
+
+def _read_input(
+    flag: str,
+    source: str,
+    make_features: _FeatureMaker,
+    subsample: int | None,
+    feature_name: str | None,
+) -> _Input:
+    """Features of `--query`/`--reference`: a feature file, or a video file made into features."""
+    path, _, video = source.rpartition(":")
+    if not (path.lower().endswith(HDF5_SUFFIXES) and video):
+        path = source
+    file = pathlib.Path(path)
+    if file.suffix.lower() not in (".npy", *HDF5_SUFFIXES):
+        if not file.is_file():
+            raise FileNotFoundError(f"{flag}={source}: no such file")
+        return make_features(flag, file)
+    spec = None
+    spec_path = file.parent / video_features.SPEC_FILE
+    if file.suffix.lower() in HDF5_SUFFIXES and spec_path.exists():
+        spec = video_features.read_spec(spec_path)  # features of video-reloc-features
+        subsample = subsample or 1
+        feature_name = None
+    return _Input(load_features(source, subsample, feature_name), spec)
+
+
+def _check_same_features(flag: str, source: str, made: _Input, model_spec) -> None:
+    """Refuses features made another way than the model's; warns when that cannot be told."""
+    if made.spec is not None and model_spec is not None:
+        differences = model_spec.differences(made.spec)
+        if differences:
+            raise ValueError(
+                f"{flag}={source}: features made another way than the model's: "
+                f"{', '.join(differences)}"
+            )
+    elif (made.spec is None) != (model_spec is None):
+        logging.warning(
+            "%s=%s: cannot tell whether its features were made as the model's (%s).",
+            flag,
+            source,
+            "the model does not say" if model_spec is None else "the features do not say",
+        )
+
+
 def relocalize_files(
     model: str,
     query: str,
@@ -348,39 +500,93 @@ def relocalize_files(
     feature_name: str = "c3d_features",
     query_range: str | tuple[int | None, int | None] | None = None,
     batch_size: int = 64,
-) -> list[Segment]:
-    """`relocalize` on features read by `load_features` (the console script's function).
+    backbone: str | None = None,
+    plot: str | pathlib.Path | None = None,
+    progress: bool = True,
+) -> Relocalization:
+    """`relocalize` on feature files or video files (the console script's function).
 
     Args:
         model: A SavedModel base or version folder.
-        query: The query's features (`.npy` or `file.hdf5:VIDEO`).
-        reference: The reference's features (`.npy` or `file.hdf5:VIDEO`).
+        query: The query: features (`.npy` or `file.hdf5:VIDEO`) or a video file.
+        reference: The reference: features or a video file.
         top_k: How many segments to return.
         window: Window length in features.
         stride: Features between window starts.
         nms_threshold: tIoU above which a worse segment is dropped.
-        fps: The videos' frame rate, for seconds.
-        frames_per_feature: Frames per (kept) feature, for seconds.
-        subsample: Keep every `subsample`-th feature row (see `load_features`).
-        feature_name: The HDF5 dataset name.
+        fps: The videos' frame rate, for seconds of feature files without a `features.json`.
+        frames_per_feature: Frames per (kept) feature, for the same.
+        subsample: Keep every `subsample`-th feature row (see `load_features`); features of
+            `video-reloc-features` (an HDF5 file with `features.json` beside it) keep all.
+        feature_name: The HDF5 dataset name (C3D layout).
         query_range: `(start, end)` or `"START:END"`: features of the query video to use.
         batch_size: Windows per model call.
+        backbone: Where the backbone the model was trained with is now (a `.keras` file moved
+            since); `None`: as the model records it. Its weights must be the same.
+        plot: A PNG file to draw the reference's timeline with the segments and the per-step
+            probabilities into; `None`: no figure.
+        progress: Whether to show a progress bar of the frames of each video file.
 
     Returns:
-        Up to `top_k` segments, best first.
+        A `Relocalization`: up to `top_k` segments, best first, in features and seconds of
+        the reference (a video reference's seconds are its own), and the probabilities.
+
+    Raises:
+        ValueError: If an input cannot be read or was made another way than the model's
+            features; the message names the flag.
     """
     if isinstance(query_range, str):
         query_range = parse_feature_range(query_range)
-    query_features = load_features(query, subsample, feature_name, query_range)
-    reference_features = load_features(reference, subsample, feature_name)
-    return relocalize(
-        model,
+    folder = saved_model_folder(model)
+    raw_spec = read_feature_spec(folder)
+    make_features = _FeatureMaker(raw_spec, model, backbone, progress)
+    model_spec = make_features.spec
+    inputs = {}
+    for flag, source in (("--query", query), ("--reference", reference)):
+        made = _read_input(flag, source, make_features, subsample, feature_name)
+        _check_same_features(flag, source, made, model_spec)
+        inputs[flag] = made
+    query_features = inputs["--query"].features
+    if query_range is not None:
+        query_features = query_features[slice(*query_range)]
+        if not len(query_features):
+            raise ValueError(f"--query_range={query_range} leaves no query feature")
+    made = inputs["--reference"]
+    seconds = made.spec.seconds_per_feature if made.spec else frames_per_feature / fps
+    result = search(
+        folder,
         query_features,
-        reference_features,
+        made.features,
         top_k=top_k,
         window=window,
         stride=stride,
         nms_threshold=nms_threshold,
-        seconds_per_feature=frames_per_feature / fps,
+        seconds_per_feature=seconds,
         batch_size=batch_size,
     )
+    if made.duration is not None:  # the last clip may be short: end within the video
+        result.segments = [
+            dataclasses.replace(s, end_seconds=min(s.end_seconds, made.duration))
+            for s in result.segments
+        ]
+    if plot:
+        draw(result, plot, title=f"{pathlib.Path(query).name} in {pathlib.Path(reference).name}")
+    return result
+
+
+def draw(result: Relocalization, path: str | pathlib.Path, title: str | None = None):
+    """Draws the reference's timeline with the segments and the probabilities into a PNG."""
+    from video_reloc import visualize
+
+    figure = visualize.timeline_figure(
+        len(result.probabilities),
+        result.seconds_per_feature,
+        result.probabilities,
+        predictions=[(s.start, s.end) for s in result.segments],
+        prediction_labels=[
+            f"#{k + 1}  {s.start_seconds:.1f}-{s.end_seconds:.1f} s"
+            for k, s in enumerate(result.segments)
+        ],
+        title=title,
+    )
+    return visualize.save_figure(figure, path)

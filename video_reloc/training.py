@@ -53,6 +53,7 @@ from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
 from video_reloc.model import VideoRelocModel
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+FEATURE_SPEC_FILE = "features.json"  # in a model dir: how the features were made, when known
 MODEL_FIELDS = (
     "feature_dim",
     "architecture",
@@ -366,29 +367,14 @@ def distribute_batch(
 
 
 def _image_writer(model: VideoRelocModel, examples: data.Examples):
-    """A function writing the timeline (Fig. 4) and attention (Fig. 5) images of `examples`."""
-    inputs, gt = data.pad_batch(examples.query, examples.reference, examples.groundtruth)
+    """A function writing the timeline (Fig. 4) and attention (Fig. 5) figures of `examples`."""
+    outputs_fn = evaluation.keras_outputs_fn(model)
 
-    @tf.function(input_signature=[evaluation.input_signature(examples.feature_dim)])
-    def forward(inputs):
-        outputs = model(inputs, training=False, return_attention=True)
-        return tf.exp(outputs["log_probabilities"]), outputs["attention"]
-
-    def write(predicted: np.ndarray, step: int) -> None:
-        probabilities, attention = (t.numpy() for t in forward(inputs))
-        timeline = visualize.timeline_image(
-            gt, predicted, inputs["reference_length"], probabilities
-        )
-        maps = visualize.stack_images(
-            [
-                visualize.attention_image(a, r, q, g)
-                for a, r, q, g in zip(
-                    attention, inputs["reference_length"], inputs["query_length"], gt
-                )
-            ]
-        )
-        tf.summary.image("segments_on_timeline", timeline[None], step=step)
-        tf.summary.image("attention", maps[None], step=step)
+    def write(step: int) -> None:
+        figures = evaluation.pair_figures(outputs_fn, examples)
+        for name, index in (("segments_on_timeline", 0), ("attention", 1)):
+            images = np.stack([visualize.figure_image(pair[index]) for pair in figures])
+            tf.summary.image(name, images, step=step, max_outputs=len(images))
 
     return write
 
@@ -425,6 +411,9 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
     model_fields = model_config(config, feature_dim)
     if chief:
         _write_configs(config, model_dir, model_fields)
+        spec = data.feature_spec(builder) if builder is not None else None
+        if spec is not None:
+            evaluation.write_results(model_dir / FEATURE_SPEC_FILE, spec)
 
     with strategy.scope():
         model = architectures.build_from_config(model_fields, seed=config.seed)
@@ -495,7 +484,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
                 tf.summary.scalar(f"accuracy/{key}", value, step=n)
             tf.summary.scalar("mean_iou", float(np.mean(predictions.iou)), step=n)
             if num_images:
-                write_images(predictions.segments[:num_images], n)
+                write_images(n)
         improved = results["mean"] > float(best_mean.numpy())
         if improved:
             best_mean.assign(results["mean"])
@@ -607,6 +596,12 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
     return result
 
 
+def recorded_feature_spec(model_dir: pathlib.Path) -> dict[str, Any] | None:
+    """How the features of the model in `model_dir` were made, when training recorded it."""
+    path = model_dir / FEATURE_SPEC_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
 def _export_once(model: VideoRelocModel, model_dir: pathlib.Path, best_step: int) -> pathlib.Path:
     """Exports the best model under `model_dir/export/`, unless this best is exported already."""
     record = model_dir / "results" / "export.json"
@@ -615,7 +610,9 @@ def _export_once(model: VideoRelocModel, model_dir: pathlib.Path, best_step: int
         if done.get("best_step") == best_step and evaluation.is_saved_model(done.get("path", "")):
             logging.info("The best model (step %d) is exported already: %s", best_step, done)
             return pathlib.Path(done["path"])
-    path = export_saved_model(model, model_dir / "export")
+    path = export_saved_model(
+        model, model_dir / "export", feature_spec=recorded_feature_spec(model_dir)
+    )
     evaluation.write_results(record, {"best_step": best_step, "path": str(path)})
     logging.info("Exported the best model (step %d) to %s.", best_step, path)
     print(f"SavedModel: {path}", flush=True)
@@ -651,9 +648,11 @@ def export_checkpoint(config: ExportConfig) -> pathlib.Path:
         The SavedModel folder written (`EXPORT_DIR/<version>/`).
     """
     model, prefix = evaluation.load_checkpoint_model(config.checkpoint)
+    model_dir = evaluation.find_model_dir(pathlib.Path(prefix).parent)
     export_dir = config.export_dir
     if export_dir is None:
-        export_dir = evaluation.find_model_dir(pathlib.Path(prefix).parent) / "export"
-    path = export_saved_model(model, export_dir, config.version)
+        export_dir = model_dir / "export"
+    spec = recorded_feature_spec(model_dir) if model_dir is not None else None
+    path = export_saved_model(model, export_dir, config.version, feature_spec=spec)
     print(f"Exported {prefix} to {path}", flush=True)
     return path

@@ -2,13 +2,15 @@
 
 Build with `tfds build tfds_activitynet_reloc/activitynet_reloc --manual_dir=DIR`
 (config `c3d`, the default), `--config=synthetic` or `--config=simulated_c3d` (generated, no
-download).
+download) or `--config=custom --manual_dir=DIR` (your own annotations and features, any
+taxonomy and D).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.util
 import json
 import pathlib
@@ -28,9 +30,12 @@ if importlib.util.find_spec("tfds_activitynet_reloc") is None:
 
 from tfds_activitynet_reloc.reorganize import (  # noqa: E402
     ACTIVITYNET_CLASSES,
+    CLASS_SPLIT_SEED,
     FRAMES_PER_FEATURE,
     PAIR_SEED,
     RELEASE_PERM,
+    SPLITS,
+    check_splits,
     draw_pairs,
     leaf_classes,
     reorganize,
@@ -40,8 +45,13 @@ from . import simulated_c3d, synthetic  # noqa: E402
 
 ANNOTATIONS_FILE = "activity_net.v1-3.min.json"
 LENGTHS_FILE = "length.json"
+C3D_FEATURES_FILE = "sub_activitynet_v1-3.c3d.hdf5"
+FEATURES_FILE = "features.hdf5"  # what `video-reloc-features` writes
+FEATURES_INFO_FILE = "features.json"  # beside it: how the features were made
+SPLITS_FILE = "splits.json"
+MIN_CLASSES = len(SPLITS)
 
-_TFDS_SPLITS = ("train", "validation", "test")
+_TFDS_SPLITS = SPLITS
 
 
 @dataclasses.dataclass(eq=False)
@@ -49,10 +59,12 @@ class ActivitynetRelocConfig(tfds.core.BuilderConfig):
     """BuilderConfig of activitynet_reloc.
 
     Attributes:
-        source: `"activitynet"` (features from the manual HDF5 file), `"synthetic"` or
-            `"simulated_c3d"` (generated).
+        source: `"activitynet"` (ActivityNet v1.3's taxonomy and the release's class split,
+            features from the manual HDF5 file), `"custom"` (any taxonomy, the classes of
+            `splits.json` or of a seeded permutation, features from either HDF5 layout; see
+            `custom_features_layout`), `"synthetic"` or `"simulated_c3d"` (generated).
         features_file: HDF5 file in the manual dir (group `v_<id>` per video).
-        feature_name: Dataset name inside each video's group.
+        feature_name: Dataset name inside each video's group (`None`: its only dataset).
         subsample: Keep every `subsample`-th row of the HDF5 dataset.
         feature_dim: Feature dimension of the schema; the file's dimension must match
             (None: any, schema shape (None, None)).
@@ -63,8 +75,8 @@ class ActivitynetRelocConfig(tfds.core.BuilderConfig):
     """
 
     source: str = "activitynet"
-    features_file: str = "sub_activitynet_v1-3.c3d.hdf5"
-    feature_name: str = "c3d_features"
+    features_file: str = C3D_FEATURES_FILE
+    feature_name: str | None = "c3d_features"
     subsample: int = 2
     feature_dim: int | None = 500
     frames_per_feature: int = FRAMES_PER_FEATURE
@@ -79,7 +91,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release.",
-        "1.1.0": "Features stored as raw bytes; config simulated_c3d.",
+        "1.1.0": "Features stored as raw bytes; configs simulated_c3d and custom.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""
     Config `c3d` needs three files in `--manual_dir`:
@@ -91,7 +103,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       http://activity-net.org/challenges/2016/download.html ("C3D features").
     * `{LENGTHS_FILE}`: frame and feature counts of every video, `data/length.json` of
       the original release https://github.com/fengyang0317/video_reloc.
-    Config `synthetic` needs no download.
+    Configs `synthetic` and `simulated_c3d` need no download.
+
+    Config `custom` builds your own data; `--manual_dir` holds:
+    * `{ANNOTATIONS_FILE}`: annotations in the ActivityNet layout (`taxonomy`, `database`
+      with `duration` and `annotations` [{{`segment`: [start, end] seconds, `label`}}]), any
+      taxonomy with at least {MIN_CLASSES} leaf classes;
+    * `{LENGTHS_FILE}`: `n_frames` and `n_feat` of every video;
+    * `{FEATURES_FILE}` as `video-reloc-features` writes it (with `{FEATURES_INFO_FILE}`), or
+      `{C3D_FEATURES_FILE}` in the layout of C3D's; any feature dimension;
+    * `{SPLITS_FILE}` (optional): `{{"train": [...], "validation": [...], "test": [...]}}`
+      class names; without it the classes sorted by name are split 80 / 10 / 10 % by
+      `RandomState({CLASS_SPLIT_SEED}).permutation`.
     """
     BUILDER_CONFIGS = [
         ActivitynetRelocConfig(
@@ -115,6 +138,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             source="simulated_c3d",
             feature_dim=simulated_c3d.DIM,
         ),
+        ActivitynetRelocConfig(
+            name="custom",
+            description=(
+                "Your own annotations (ActivityNet layout, any taxonomy) and features (any D) "
+                "from --manual_dir."
+            ),
+            source="custom",
+            features_file=FEATURES_FILE,
+            feature_name=None,
+            subsample=1,
+            feature_dim=None,
+        ),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "c3d"
 
@@ -124,9 +159,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             names = synthetic.class_names(cfg.synthetic_num_classes)
         elif cfg.source == "simulated_c3d":
             names = simulated_c3d.class_names()
+        elif cfg.source == "custom":
+            names = None  # read from the manual dir
         else:
             names = list(ACTIVITYNET_CLASSES)
-        # Raw bytes: a hundred times faster to write than a float list of every value.
+        label = tfds.features.ClassLabel(names=names)
+        # Raw bytes: a hundred times faster to write than a float list of every value, and
+        # what a tensor of two unknown dimensions (config custom: any D) needs.
         feats = tfds.features.Tensor(
             shape=(None, cfg.feature_dim), dtype=np.float32, encoding=tfds.features.Encoding.BYTES
         )
@@ -143,12 +182,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "reference_location": loc,
                 "reference_seconds_per_feature": sec,
                 "groundtruth": loc,
-                "label": tfds.features.ClassLabel(names=names),
+                "label": label,
             }
         )
         return self.dataset_info_from_configs(
             features=features,
             homepage="https://github.com/fengyang0317/video_reloc",
+            # `features`: how `video-reloc-features` made the features (config custom).
+            metadata=tfds.core.MetadataDict(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -170,75 +211,129 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             }
 
         manual_dir = pathlib.Path(dl_manager.manual_dir)
-        paths = {
-            name: manual_dir / name for name in (ANNOTATIONS_FILE, LENGTHS_FILE, cfg.features_file)
-        }
-        for name, path in paths.items():
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"Manual file {name} not found in {manual_dir}. Download it there using "
-                    f"instructions:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
-                )
-        annotations = _read_json(paths[ANNOTATIONS_FILE])
-        lengths = _read_json(paths[LENGTHS_FILE])
+        features = self._features_layout(manual_dir)
+        for name in (ANNOTATIONS_FILE, LENGTHS_FILE):
+            self._require(manual_dir / name)
+        annotations_path = manual_dir / ANNOTATIONS_FILE
+        annotations = _read_json(annotations_path)
+        lengths = _read_json(manual_dir / LENGTHS_FILE)
+        perm, splits = RELEASE_PERM, None
+        if not isinstance(annotations, dict) or "taxonomy" not in annotations:
+            raise ValueError(
+                f"{annotations_path}: no 'taxonomy' (annotations in ActivityNet's layout hold a "
+                "'taxonomy' and a 'database')"
+            )
         try:
             classes = leaf_classes(annotations["taxonomy"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{annotations_path}: {e}") from e
+        if cfg.source == "activitynet":
             if tuple(classes) != ACTIVITYNET_CLASSES:
                 raise ValueError(
-                    f"the taxonomy has {len(classes)} leaf classes, not the 200 of v1.3"
+                    f"{annotations_path}: the taxonomy has {len(classes)} leaf classes, not the "
+                    "200 of v1.3 (config custom takes any taxonomy)"
                 )
+        else:
+            if len(classes) < MIN_CLASSES:
+                raise ValueError(
+                    f"{annotations_path}: the taxonomy has {len(classes)} leaf classes; a train, "
+                    f"a validation and a test split need at least {MIN_CLASSES}"
+                )
+            perm = None  # `reorganize`'s seeded permutation, unless splits.json names them
+            splits_path = manual_dir / SPLITS_FILE
+            if splits_path.exists():
+                try:
+                    splits = check_splits(_read_json(splits_path), list(classes))
+                except ValueError as e:
+                    raise ValueError(f"{splits_path}: {e}") from e
+            self.info.features["label"].names = list(classes)
+            annotations = _without_unmade_videos(annotations, lengths, features)
+        try:
             segments = reorganize(
-                annotations, lengths, RELEASE_PERM, frames_per_feature=cfg.frames_per_feature
+                annotations,
+                lengths,
+                perm,
+                splits=splits,
+                frames_per_feature=features.frames_per_feature,
             )
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{paths[ANNOTATIONS_FILE]} / {paths[LENGTHS_FILE]}: {e}") from e
+            raise ValueError(f"{annotations_path} / {manual_dir / LENGTHS_FILE}: {e}") from e
         names = {node_id: name for name, node_id in classes.items()}
         seconds = {}
         for segs in segments.values():
             for s in segs:
                 video = annotations["database"][s["id"]]
                 seconds[s["id"]] = (
-                    float(video["duration"]) / lengths[s["id"]]["n_frames"] * cfg.frames_per_feature
+                    float(video["duration"])
+                    / lengths[s["id"]]["n_frames"]
+                    * features.frames_per_feature
                 )
                 s["label"] = names[s["label"]]
 
-        h5_path = paths[cfg.features_file]
         needed = list(dict.fromkeys(s["id"] for segs in segments.values() for s in segs))
-        missing = _check_features(h5_path, needed, lengths, cfg)
+        missing = _check_features(features, needed, lengths, cfg.feature_dim)
         if missing:
             n_seg = sum(s["id"] in missing for segs in segments.values() for s in segs)
             logging.warning(
                 "%d of %d videos are not in %s; their %d segments are skipped: %s",
                 len(missing),
                 len(needed),
-                h5_path.name,
+                features.path.name,
                 n_seg,
                 " ".join(sorted(missing)),
             )
-        plans = {
-            split: _plan(
-                split, [s for s in segments[split] if s["id"] not in missing], seconds, cfg
-            )
-            for split in _TFDS_SPLITS
+        if features.info is not None:
+            self.info.metadata["features"] = features.info
+        if cfg.source == "custom":
+            self.info.metadata["manual_fingerprint"] = manual_fingerprint(manual_dir)
+        kept = {
+            split: [s for s in segments[split] if s["id"] not in missing] for split in _TFDS_SPLITS
         }
-        return {s: self._generate_examples(plans[s], h5_path, None) for s in plans}
+        plans = {split: _plan(split, kept[split], seconds, cfg) for split in _TFDS_SPLITS}
+        for split, plan in plans.items():
+            if not plan:
+                raise ValueError(
+                    f"{annotations_path}: split {split!r} has no examples: {len(kept[split])} "
+                    f"usable segments (at most 32 features, video in {features.path.name}) of "
+                    f"classes {sorted({s['label'] for s in kept[split]})}; a validation or test "
+                    "pair needs two segments of a class"
+                )
+        return {s: self._generate_examples(plans[s], features, None) for s in plans}
+
+    def _require(self, path: pathlib.Path) -> None:
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Manual file {path.name} not found in {path.parent}. Download it there using "
+                f"instructions:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}"
+            )
+
+    def _features_layout(self, manual_dir: pathlib.Path) -> FeaturesLayout:
+        """The features file of the manual dir and how to read it."""
+        cfg = self.builder_config
+        if cfg.source != "custom":
+            self._require(manual_dir / cfg.features_file)
+            return FeaturesLayout(
+                manual_dir / cfg.features_file,
+                cfg.feature_name,
+                cfg.subsample,
+                cfg.frames_per_feature,
+            )
+        return custom_features_layout(manual_dir)
 
     def _generate_examples(
         self,
         plan: Sequence[Mapping[str, Any]],
-        h5_path: pathlib.Path | None,
+        features: FeaturesLayout | None,
         get_features: Callable[[str], np.ndarray] | None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yields the planned (query, reference) examples, reading the features."""
-        cfg = self.builder_config
-        h5 = h5py.File(h5_path, "r") if h5_path is not None else None
+        h5 = h5py.File(features.path, "r") if features is not None else None
         try:
             if h5 is not None:
 
                 @functools.lru_cache(maxsize=32)
                 def get_features(video_id: str) -> np.ndarray:
-                    rows = h5[f"v_{video_id}"][cfg.feature_name][()][:: cfg.subsample]
-                    return rows.astype(np.float32)
+                    return features.read(h5, video_id).astype(np.float32)
 
             for key, ex in enumerate(plan):
                 q0, q1 = ex["query_location"]
@@ -256,6 +351,84 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 h5.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class FeaturesLayout:
+    """Where a video's features are in an HDF5 file (group `v_<id>` per video) and what a row is.
+
+    Attributes:
+        path: The HDF5 file.
+        feature_name: The dataset inside a video's group; `None`: the group's only dataset.
+        subsample: Keep every `subsample`-th row.
+        frames_per_feature: Video frames per kept row.
+        info: How the features were made (`features.json` of `video-reloc-features`), if known.
+    """
+
+    path: pathlib.Path
+    feature_name: str | None
+    subsample: int
+    frames_per_feature: int
+    info: Mapping[str, Any] | None = None
+
+    def dataset(self, h5: h5py.File, video_id: str) -> h5py.Dataset:
+        """The HDF5 dataset of `video_id` (KeyError if absent, ValueError if ambiguous)."""
+        group = h5[f"v_{video_id}"]
+        if self.feature_name is not None:
+            return group[self.feature_name]
+        names = list(group)
+        if len(names) != 1:
+            raise ValueError(f"group v_{video_id} holds {len(names)} datasets {names}, not one")
+        return group[names[0]]
+
+    def read(self, h5: h5py.File, video_id: str) -> np.ndarray:
+        """The kept rows of `video_id`."""
+        return self.dataset(h5, video_id)[()][:: self.subsample]
+
+
+def custom_features_layout(manual_dir: pathlib.Path) -> FeaturesLayout:
+    """The features of config `custom`: `features.hdf5` or the C3D layout, whichever is there.
+
+    `features.hdf5` (of `video-reloc-features`) has one dataset per group, a row per clip, all
+    kept; its clip length comes from `features.json` beside it. `sub_activitynet_v1-3.c3d.hdf5`
+    is read as config `c3d` reads it (dataset `c3d_features`, every other row, 16 frames a row).
+    """
+    found = [name for name in (FEATURES_FILE, C3D_FEATURES_FILE) if (manual_dir / name).exists()]
+    if not found:
+        raise FileNotFoundError(
+            f"Manual file {FEATURES_FILE} (or {C3D_FEATURES_FILE}) not found in {manual_dir}; "
+            f"make it with video-reloc-features --output={manual_dir}"
+        )
+    if len(found) > 1:
+        raise ValueError(
+            f"{manual_dir} holds both {FEATURES_FILE} and {C3D_FEATURES_FILE}; keep only the "
+            "one to build"
+        )
+    if found[0] == C3D_FEATURES_FILE:
+        return FeaturesLayout(manual_dir / C3D_FEATURES_FILE, "c3d_features", 2, FRAMES_PER_FEATURE)
+    info_path = manual_dir / FEATURES_INFO_FILE
+    info = _read_json(info_path) if info_path.exists() else None
+    frames_per_feature = FRAMES_PER_FEATURE
+    if info is not None:
+        try:
+            frames_per_feature = int(info["clip_length"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{info_path}: no valid clip_length ({e!r})") from e
+    return FeaturesLayout(manual_dir / FEATURES_FILE, None, 1, frames_per_feature, info)
+
+
+def manual_fingerprint(manual_dir: str | pathlib.Path) -> str:
+    """SHA-256 of what config `custom` reads from a manual dir: its JSON files' bytes and its
+    features file's name and size (not its bytes: it may hold gigabytes)."""
+    manual_dir = pathlib.Path(manual_dir)
+    digest = hashlib.sha256()
+    for name in (ANNOTATIONS_FILE, LENGTHS_FILE, SPLITS_FILE, FEATURES_INFO_FILE):
+        path = manual_dir / name
+        digest.update(name.encode() + (path.read_bytes() if path.exists() else b"-"))
+    for name in (FEATURES_FILE, C3D_FEATURES_FILE):
+        path = manual_dir / name
+        digest.update(f"{name} {path.stat().st_size if path.exists() else -1}".encode())
+    return digest.hexdigest()
+
+
 def _read_json(path: pathlib.Path) -> Any:
     try:
         return json.loads(path.read_bytes())
@@ -263,36 +436,86 @@ def _read_json(path: pathlib.Path) -> Any:
         raise ValueError(f"{path}: not valid JSON (truncated or corrupt?): {e}") from e
 
 
+def _without_unmade_videos(
+    annotations: Mapping[str, Any], lengths: Mapping[str, Any], features: FeaturesLayout
+) -> Mapping[str, Any]:
+    """The annotations without the videos that have neither a `length.json` entry nor
+    features (files `video-reloc-features` could not decode, or never saw); logged and counted.
+
+    A video with features but no length entry stays, and `reorganize` names it.
+    """
+    database = annotations.get("database")
+    if not isinstance(database, Mapping) or not isinstance(lengths, Mapping):
+        return annotations  # `reorganize` names what is wrong
+    absent = [vid for vid in database if vid not in lengths]
+    if not absent:
+        return annotations
+    try:
+        with h5py.File(features.path, "r") as h5:
+            unmade = [vid for vid in absent if f"v_{vid}" not in h5]
+    except OSError as e:
+        raise ValueError(
+            f"{features.path}: cannot open as HDF5 (truncated or corrupt?): {e}"
+        ) from e
+    if not unmade:
+        return annotations
+    logging.warning(
+        "%d of %d annotated videos have neither features in %s nor an entry in %s (files that "
+        "could not be decoded?); they are skipped: %s",
+        len(unmade),
+        len(database),
+        features.path.name,
+        LENGTHS_FILE,
+        " ".join(sorted(unmade)),
+    )
+    unmade = set(unmade)
+    return {
+        **annotations,
+        "database": {vid: video for vid, video in database.items() if vid not in unmade},
+    }
+
+
 def _check_features(
-    path: pathlib.Path, video_ids: Sequence[str], lengths: Mapping[str, Any], cfg
+    features: FeaturesLayout,
+    video_ids: Sequence[str],
+    lengths: Mapping[str, Any],
+    feature_dim: int | None,
 ) -> set[str]:
-    """Reads every needed video once; returns the missing ones, raises on bad ones."""
+    """Reads every needed video once; returns the missing ones, raises on bad ones.
+
+    Every video must have `feature_dim` columns (`None`: the first video's; all alike).
+    """
+    path = features.path
     missing = set()
     try:
         h5 = h5py.File(path, "r")
     except OSError as e:
         raise ValueError(f"{path}: cannot open as HDF5 (truncated or corrupt?): {e}") from e
+    first = None
     with h5:
         for vid in video_ids:
-            group = f"v_{vid}"
-            if group not in h5:
+            if f"v_{vid}" not in h5:
                 missing.add(vid)
                 continue
             where = f"{path}: video {vid}"
             try:
-                dset = h5[group][cfg.feature_name]
-                rows = dset[()][:: cfg.subsample]
-            except (KeyError, OSError, TypeError) as e:
-                raise ValueError(f"{where}: cannot read {group}/{cfg.feature_name}: {e}") from e
+                dset = features.dataset(h5, vid)
+                rows = dset[()][:: features.subsample]
+            except (KeyError, OSError, TypeError, ValueError) as e:
+                raise ValueError(f"{where}: cannot read its features: {e}") from e
             if rows.ndim != 2:
                 raise ValueError(f"{where}: features of shape {dset.shape}, expected (n, D)")
-            if cfg.feature_dim is not None and rows.shape[1] != cfg.feature_dim:
-                raise ValueError(f"{where}: feature dimension {rows.shape[1]} != {cfg.feature_dim}")
+            if feature_dim is None and first is None:
+                feature_dim, first = rows.shape[1], vid
+            if rows.shape[1] != feature_dim:
+                of = f" (video {first}'s)" if first is not None else ""
+                raise ValueError(f"{where}: feature dimension {rows.shape[1]} != {feature_dim}{of}")
             n_feat = lengths[vid]["n_feat"]
             if rows.shape[0] != n_feat:
                 raise ValueError(
                     f"{where}: {rows.shape[0]} features after keeping every "
-                    f"{cfg.subsample}. row ({dset.shape[0]} rows), {LENGTHS_FILE} says {n_feat}"
+                    f"{features.subsample}. row ({dset.shape[0]} rows), {LENGTHS_FILE} says "
+                    f"{n_feat}"
                 )
             bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
             if bad.size:
