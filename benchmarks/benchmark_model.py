@@ -1,6 +1,7 @@
 """Prints the model's training throughput and single-pair inference latency on this machine.
 
     python benchmarks/benchmark_model.py [--jit] [--steps 20] [--reference [--rounds 5]]
+    python benchmarks/benchmark_model.py --parallel [--jit] [--rounds 5]
 
 Training: forward, backward and Adam on batches of 128 pairs, query 16 and reference 72 steps,
 D = 500, l = 128 (issue 2's setting). Inference: one pair, query 32 and reference 300 steps,
@@ -9,6 +10,15 @@ in the same run, `unhoisted_reference.py`: the plain TF implementation without h
 issue 2 states its targets against, and judges the targets as ratios to it. A shared machine's
 speed drifts by more than the margins at stake, so `--rounds N` measures the two models
 alternately N times (each model compiled once) and judges the median of the N ratios.
+
+`--parallel` measures, instead, the paper's model (`cgbm`) and the parallel model side by side
+in alternated rounds: training pairs/s (batch 128, query 16, reference 72, D = 500) and the
+single-pair latency of each model's exported SavedModel (XLA; query 32, reference 300), and for
+both the latency of a 3,000-step reference; it judges issue 17's targets on the medians of the
+per-round ratios: training at least 5 times the paper model's, latency at most half of it, and
+a 3,000-step reference at most 10 times the cost of 300 (the median ratio of the wall times of
+3,000-step calls alternated with 300-step ones, so that both meet the same load; the ratio of
+process CPU times is printed beside it, as a shared machine's other load moves wall time more).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ import video_reloc.cli.startup  # noqa: F401 - TensorFlow reads its settings at 
 # isort: split
 import argparse
 import os
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -26,9 +37,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from video_reloc import build_model
+from video_reloc import build_model, training
+from video_reloc.architectures import build_from_config
 from video_reloc.cli import startup
 from video_reloc.decode import decode_segments
+from video_reloc.export import export_saved_model
 from video_reloc.losses import localization_loss
 
 # Issue 2: the targets, and the plain unhoisted implementation's figures, on its 2-core CPU.
@@ -147,6 +160,178 @@ def _judge(name: str, ratios: list[float], target: float, issue: str) -> None:
     )
 
 
+# Issue 17: the parallel model against the paper's, in the same run.
+PARALLEL_PRESET = "parallel"  # the parallel model as its accuracy figures were made
+TRAINING_TARGET, LATENCY_TARGET, LONG_REFERENCE_TARGET = 5.0, 0.5, 10.0
+SHORT, LONG = 300, 3000  # reference steps of the latency and scaling measurements
+
+
+def preset_model(preset: str, dim: int = DIM) -> keras.Model:
+    """The model of a training preset (`video_reloc.training.PRESETS`), seeded, for D = `dim`."""
+    config = training.preset_config(preset, model_dir="")
+    return build_from_config(training.model_config(config, dim), seed=0)
+
+
+def _wall_and_cpu(fn: Callable[[], object]) -> tuple[float, float]:
+    """The wall time and the process CPU time of one call of `fn`, in ms."""
+    start, start_cpu = time.perf_counter(), time.process_time()
+    fn()
+    return 1000.0 * (time.perf_counter() - start), 1000.0 * (time.process_time() - start_cpu)
+
+
+def median_wall_and_cpu(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """The median wall time and the median process CPU time of `repeats` calls, in ms."""
+    wall, cpu = zip(*[_wall_and_cpu(fn) for _ in range(repeats)])
+    return float(np.median(wall)), float(np.median(cpu))
+
+
+def paired_scaling(
+    short: Callable[[], object], long: Callable[[], object], repeats: int
+) -> dict[str, float]:
+    """The cost of `long` against `short`, their calls alternated so that both meet one load.
+
+    Returns:
+        `long_wall`, `long_cpu`: the median ms of `long`; `wall`, `cpu`: the median over the
+        `repeats` pairs of calls of long / short.
+    """
+    pairs = [(_wall_and_cpu(short), _wall_and_cpu(long)) for _ in range(repeats)]
+    return {
+        "long_wall": float(np.median([b[0] for _, b in pairs])),
+        "long_cpu": float(np.median([b[1] for _, b in pairs])),
+        "wall": float(np.median([b[0] / a[0] for a, b in pairs])),
+        "cpu": float(np.median([b[1] / a[1] for a, b in pairs])),
+    }
+
+
+def saved_model_runs(
+    model: keras.Model,
+    export_base: str,
+    reference_steps: tuple[int, ...] = (SHORT, LONG),
+    query_steps: int = 32,
+    dim: int = DIM,
+) -> dict[int, Callable[[], object]]:
+    """Exports `model` as the SavedModel users serve (XLA), loads it, and warms it up.
+
+    Returns:
+        Reference steps -> a call of one pair through the `serving_default` signature.
+    """
+    path = export_saved_model(model, export_base, jit_compile=True, warmup_shapes=[])
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures["serving_default"]
+    rng = np.random.default_rng(0)
+    runs = {}
+    for steps in reference_steps:
+        inputs = {k: tf.constant(v) for k, v in _batch(1, query_steps, steps, dim, rng).items()}
+
+        def run(inputs=inputs, loaded=loaded):  # `loaded` keeps the variables alive
+            return [t.numpy() for t in serve(**inputs).values()]
+
+        for _ in range(3):  # XLA compiles the padded shape once
+            run()
+        runs[steps] = run
+    return runs
+
+
+def _verdict(name: str, ratios: list[float], target: float, at_least: bool) -> str:
+    median = float(np.median(ratios))
+    met = median >= target if at_least else median <= target
+    bound = "at least" if at_least else "at most"
+    listed = ", ".join(f"{r:.2f}" for r in ratios)
+    return (
+        f"{name}: {listed}; median {median:.2f} over {len(ratios)} round(s), target {bound} "
+        f"{target:g}: {'met' if met else 'not met'}"
+    )
+
+
+def compare_parallel(rounds: int, steps: int, repeats: int, jit: bool = False) -> None:
+    """Issue 17's side-by-side figures of the paper's model and the parallel model.
+
+    Args:
+        jit: Whether each training step is one XLA computation (as `--jit`); without it, as
+            `video-reloc-train` trains (the paper's model runs its fused matching).
+    """
+    models = {"cgbm": build_model(DIM, seed=0), "parallel": preset_model(PARALLEL_PRESET)}
+    long_repeats = max(3, repeats // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        timers = {
+            name: {
+                "training": training_timer(model=model, jit=jit),
+                **saved_model_runs(model, os.path.join(tmp, name)),
+            }
+            for name, model in models.items()
+        }
+        names = list(timers)
+        kinds = ("training", SHORT, LONG, "scaling")
+        figures = {name: {kind: [] for kind in kinds} for name in names}
+        for round_ in range(rounds):
+            # Alternate who goes first, so that a drift of the machine's speed favours neither.
+            for name in names if round_ % 2 == 0 else names[::-1]:
+                measures = timers[name]
+                pairs = measures["training"](steps)
+                short = median_wall_and_cpu(measures[SHORT], repeats)
+                # A 3,000-step call alternated with a 300-step one: both meet the same load.
+                scaling = paired_scaling(measures[SHORT], measures[LONG], long_repeats)
+                long = (scaling["long_wall"], scaling["long_cpu"])
+                figures[name]["training"].append(pairs)
+                figures[name][SHORT].append(short)
+                figures[name][LONG].append(long)
+                figures[name]["scaling"].append((scaling["wall"], scaling["cpu"]))
+                print(
+                    f"[round {round_ + 1}/{rounds}] {name}: training {pairs:.1f} pairs/s; "
+                    f"SavedModel, one pair, query 32: reference {SHORT} {short[0]:.2f} ms "
+                    f"(CPU {short[1]:.2f} ms), reference {LONG} {long[0]:.2f} ms "
+                    f"(CPU {long[1]:.2f} ms); {LONG} / {SHORT}, alternated calls: wall "
+                    f"{scaling['wall']:.2f}, CPU {scaling['cpu']:.2f}",
+                    flush=True,
+                )
+    cgbm, parallel = figures["cgbm"], figures["parallel"]
+
+    def median(values):
+        return float(np.median(values))
+
+    rows = [
+        ("training pairs/s (batch 128, query 16, reference 72)", "training", 0),
+        (f"SavedModel ms, one pair (query 32, reference {SHORT})", SHORT, 0),
+        (f"SavedModel ms, one pair (query 32, reference {LONG})", LONG, 0),
+        (f"SavedModel CPU ms, one pair (query 32, reference {SHORT})", SHORT, 1),
+        (f"SavedModel CPU ms, one pair (query 32, reference {LONG})", LONG, 1),
+    ]
+    print(f"\nMedians over {rounds} alternated round(s), D = {DIM}:\n")
+    print("| | cgbm (paper) | parallel | parallel / cgbm |")
+    print("|---|---|---|---|")
+    for label, kind, index in rows:
+
+        def pick(values, index=index):
+            return [v[index] if isinstance(v, tuple) else v for v in values]
+
+        a, b = pick(cgbm[kind]), pick(parallel[kind])
+        ratio = median([y / x for x, y in zip(a, b)])
+        print(f"| {label} | {median(a):.2f} | {median(b):.2f} | {ratio:.2f} |")
+    for name in names:
+        wall, cpu = (median([x[i] for x in figures[name]["scaling"]]) for i in (0, 1))
+        print(f"| {name}: reference {LONG} / {SHORT} | wall {wall:.2f} | CPU {cpu:.2f} | |")
+    print()
+    verdicts = (
+        ("training pairs/s, parallel / cgbm", cgbm["training"], parallel["training"], True),
+        (
+            f"SavedModel latency (reference {SHORT}), parallel / cgbm",
+            [x[0] for x in cgbm[SHORT]],
+            [x[0] for x in parallel[SHORT]],
+            False,
+        ),
+        (
+            f"parallel SavedModel latency, reference {LONG} / {SHORT} (alternated calls)",
+            [1.0] * len(parallel["scaling"]),
+            [x[0] for x in parallel["scaling"]],
+            False,
+        ),
+    )
+    targets = (TRAINING_TARGET, LATENCY_TARGET, LONG_REFERENCE_TARGET)
+    for (name, base, other, at_least), target in zip(verdicts, targets):
+        ratios = [b / a for a, b in zip(base, other)]
+        print(_verdict(name, ratios, target, at_least=at_least))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jit", action="store_true", help="compile with XLA")
@@ -162,12 +347,20 @@ def main():
         help="measure the models alternately this many times; the targets are judged on the "
         "median ratio",
     )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="measure the paper's model and the parallel model side by side (issue 17)",
+    )
     args = parser.parse_args()
     allocator = os.environ.get(startup.CPU_ALLOCATOR_ENV)
     print(
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, XLA: {args.jit}, "
         f"{startup.CPU_ALLOCATOR_ENV}={allocator}"
     )
+    if args.parallel:
+        compare_parallel(args.rounds, args.steps, args.repeats, args.jit)
+        return
     timers = {"video_reloc": _timers(build_model(DIM, seed=0), args.jit, staged=args.jit)}
     if args.reference:
         from unhoisted_reference import UnhoistedModel

@@ -10,7 +10,7 @@ import pytest
 from tiny_data import TINY_SYNTHETIC
 
 from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_builder as anr
-from video_reloc import benchmark, data
+from video_reloc import benchmark, data, training
 from video_reloc.baselines import ChanceBaseline
 from video_reloc.metrics import THRESHOLDS
 
@@ -87,6 +87,71 @@ def test_benchmark_with_an_injected_trainer(tiny_examples, tmp_path):
     assert markdown == tables.markdown
     for text in ("Table 1", "Table 2", "SST (paper)", "Base + bilinear (paper)", "std"):
         assert text in markdown
+
+
+def test_benchmark_parallel_row_on_request(tiny_examples):
+    calls = []
+
+    def fake_trainer(kind):
+        def train(ablation, seed, train, validation):
+            calls.append((kind, ablation, seed))
+            return ChanceBaseline(seed=seed)
+
+        return train
+
+    config = benchmark.BenchmarkConfig(
+        rows=["Ours", benchmark.PARALLEL],
+        seeds=2,
+        parallel_overrides={"train_steps": 3},
+    )
+    tables = benchmark.run_benchmark(
+        config, fake_trainer("cgbm"), tiny_examples, train_parallel=fake_trainer("parallel")
+    )
+    assert sorted(calls) == [
+        ("cgbm", "full", 0),
+        ("cgbm", "full", 1),
+        ("parallel", "full", 0),
+        ("parallel", "full", 1),
+    ]
+    assert list(tables.table1) == ["Ours", "Ours, parallel"]
+    assert list(tables.table2) == ["Ours"]
+    _check_row(tables.table1["Ours, parallel"], with_std=True)
+    assert "| Ours, parallel |" in tables.markdown
+    assert "Ours, parallel: preset `parallel`, `train_steps=3`." in tables.markdown
+    # Not a default row; its overrides are checked as the model rows' are.
+    assert "Ours, parallel" not in benchmark.DEFAULT_ROWS
+    with pytest.raises(ValueError, match="parallel_overrides"):
+        benchmark.BenchmarkConfig(parallel_overrides={"dropout": 0.1})
+
+
+def test_model_trainer_of_the_parallel_row(tiny_examples, tmp_path, monkeypatch):
+    seen = []
+
+    class TrainedError(Exception):
+        pass
+
+    def fake_train(train_config, examples):
+        seen.append(train_config)
+        raise TrainedError
+
+    monkeypatch.setattr(benchmark.training, "train", fake_train)
+    config = benchmark.BenchmarkConfig(
+        model_root=str(tmp_path),
+        model_steps=7,
+        model_overrides={"normalization": "standardize"},
+        parallel_overrides={"batch_size": 5},
+    )
+    for parallel in (False, True):
+        with pytest.raises(TrainedError):
+            benchmark.model_trainer(config, parallel=parallel)("full", 3, None, None)
+    cgbm, parallel = seen
+    assert (cgbm.architecture, cgbm.train_steps, cgbm.normalization) == ("cgbm", 7, "standardize")
+    assert cgbm.model_dir == str(tmp_path / "full_seed3")
+    preset = training.preset_config("parallel", model_dir="")
+    assert (parallel.architecture, parallel.normalization) == ("parallel", None)
+    assert (parallel.train_steps, parallel.units) == (preset.train_steps, preset.units)
+    assert (parallel.batch_size, parallel.seed) == (5, 3)
+    assert parallel.model_dir == str(tmp_path / "parallel_full_seed3")
 
 
 def test_benchmark_rows_subset(tiny_examples):

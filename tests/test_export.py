@@ -251,11 +251,17 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("kind", ["xla", "plain"])
 def test_fresh_process_without_the_package(model, exports, kind, tmp_path):
     inputs = make_inputs()
+    outputs = fresh_process_outputs(exports[kind], inputs, tmp_path)
+    check_against_keras(model, inputs, outputs, exact_argmax=kind == "plain")
+
+
+def fresh_process_outputs(saved_model, inputs, tmp_path) -> dict[str, np.ndarray]:
+    """The SavedModel's outputs on `inputs` in a process that cannot import this package."""
     np.savez(tmp_path / "inputs.npz", **inputs)
     script = tmp_path / "run_saved_model.py"
     script.write_text(FRESH_PROCESS_SCRIPT.replace("REPO)", f"{str(REPO_ROOT)!r})"))
     result = subprocess.run(
-        [sys.executable, "-I", str(script), str(exports[kind]), str(tmp_path / "inputs.npz")],
+        [sys.executable, "-I", str(script), str(saved_model), str(tmp_path / "inputs.npz")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -263,8 +269,7 @@ def test_fresh_process_without_the_package(model, exports, kind, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT "))
-    outputs = {k: np.asarray(v) for k, v in json.loads(line[len("RESULT ") :]).items()}
-    check_against_keras(model, inputs, outputs, exact_argmax=kind == "plain")
+    return {k: np.asarray(v) for k, v in json.loads(line[len("RESULT ") :]).items()}
 
 
 def _saved_model_cli() -> str:

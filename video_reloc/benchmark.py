@@ -4,7 +4,9 @@
 
 - Table 1: `Chance`, `Frame-level baseline`, `Frame-level baseline (normalized)` (the same
   matching on features standardized per video), `Video-level baseline` (the baselines of
-  `video_reloc.baselines`) and `Ours` (the full model); SST is quoted from the paper.
+  `video_reloc.baselines`) and `Ours` (the full model); SST is quoted from the paper. On
+  request (`rows`), `Ours, parallel`: the parallel model (`video_reloc.parallel_model`, no loop
+  over time) with its own preset (`parallel`).
 - Table 2: `Base`, `Base + cross gating`, `Base + bilinear` and `Ours`: the model's ablation
   switches (`video_reloc.model.ABLATIONS`), trained with the same schedule.
 
@@ -48,6 +50,7 @@ from video_reloc.metrics import (
 logger = logging.getLogger(__name__)
 
 OURS = "Ours"
+PARALLEL = "Ours, parallel"
 FRAME_LEVEL_NORMALIZED = "Frame-level baseline (normalized)"
 TABLE1_BASELINES = (
     "Chance",
@@ -55,7 +58,8 @@ TABLE1_BASELINES = (
     FRAME_LEVEL_NORMALIZED,
     "Video-level baseline",
 )
-TABLE1_ROWS = (*TABLE1_BASELINES, OURS)
+TABLE1_ROWS = (*TABLE1_BASELINES, OURS, PARALLEL)
+DEFAULT_ROWS = (*TABLE1_BASELINES, OURS)  # Table 1's rows run by default (then Table 2's)
 # Row of Table 2 -> the model's ablation switch.
 TABLE2_ABLATIONS = {
     "Base": "base",
@@ -93,8 +97,12 @@ class BenchmarkConfig:
         model_root: Where the model rows train (`None`: `output_dir/models`).
         model_overrides: `TrainConfig` fields every model row trains with besides its
             preset's (e.g. `{"normalization": "standardize"}`); named in the tables' caption.
-        rows: Rows to run, by name (`None`: all of both tables). Rows left out are absent
-            from the outputs; `Ours` is shared by both tables.
+        parallel_preset: Training preset of the `Ours, parallel` row; `model_steps` and
+            `model_overrides` do not apply to it.
+        parallel_overrides: `TrainConfig` fields the `Ours, parallel` row trains with besides
+            its preset's (e.g. `{"train_steps": 300}`); named in the tables' caption.
+        rows: Rows to run, by name (`None`: all of both tables but `Ours, parallel`). Rows
+            left out are absent from the outputs; `Ours` is shared by both tables.
     """
 
     dataset: str = DEFAULT_DATASET
@@ -113,6 +121,8 @@ class BenchmarkConfig:
     model_preset: str | None = None
     model_root: str | None = None
     model_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    parallel_preset: str = "parallel"
+    parallel_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     rows: Sequence[str] | None = None
 
     def __post_init__(self):
@@ -123,9 +133,10 @@ class BenchmarkConfig:
         if unknown:
             raise ValueError(f"Unknown rows {unknown}; choose among {sorted(known)}.")
         fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
-        unknown = sorted(set(self.model_overrides) - fields)
-        if unknown:
-            raise ValueError(f"Unknown model_overrides {unknown}; choose among {sorted(fields)}.")
+        for name in ("model_overrides", "parallel_overrides"):
+            unknown = sorted(set(getattr(self, name)) - fields)
+            if unknown:
+                raise ValueError(f"Unknown {name} {unknown}; choose among {sorted(fields)}.")
 
 
 @dataclasses.dataclass
@@ -231,6 +242,9 @@ def render_markdown(
     if config.model_overrides:
         settings = ", ".join(f"`{k}={v}`" for k, v in config.model_overrides.items())
         caption += f" Model rows trained with {settings}."
+    if PARALLEL in table1:
+        settings = "".join(f", `{k}={v}`" for k, v in config.parallel_overrides.items())
+        caption += f" {PARALLEL}: preset `{config.parallel_preset}`{settings}."
     parts = []
     for number, table, paper, what in (
         (1, table1, PAPER_TABLE1, "Performance comparisons"),
@@ -268,6 +282,7 @@ def run_benchmark(
     config: BenchmarkConfig,
     train_model: ModelTrainer | None = None,
     examples: Mapping[str, Examples] | None = None,
+    train_parallel: ModelTrainer | None = None,
 ) -> BenchmarkTables:
     """Trains and evaluates every row of Tables 1 and 2 and writes them to `output_dir`.
 
@@ -277,11 +292,13 @@ def run_benchmark(
             `model_trainer()` (the training library's preset for the dataset).
         examples: `{"train": ..., "validation": ..., config.split: ...}` to use instead of
             loading the dataset (tests).
+        train_parallel: The trainer of the `Ours, parallel` row (ablation `full`); `None`
+            uses `model_trainer(config, parallel=True)`.
 
     Returns:
         The tables, also written to `config.output_dir` when it is set.
     """
-    wanted = set(config.rows) if config.rows is not None else set(TABLE1_ROWS + TABLE2_ROWS)
+    wanted = set(config.rows) if config.rows is not None else set(DEFAULT_ROWS + TABLE2_ROWS)
     splits = dict(examples or {})
     for split in dict.fromkeys(("train", "validation", config.split)):
         if split not in splits:
@@ -324,6 +341,13 @@ def run_benchmark(
                 ),
                 seeded=True,
             )
+    if PARALLEL in wanted:
+        train_parallel = train_parallel or model_trainer(config, parallel=True)
+        run_row(
+            PARALLEL,
+            lambda seed: evaluate_predictor(train_parallel("full", seed, train, validation), test),
+            seeded=True,
+        )
     table1 = {name: results[name] for name in TABLE1_ROWS if name in results}
     table2 = {name: results[name] for name in TABLE2_ROWS if name in results}
     timing = ", ".join(f"{name} {seconds[name]:.0f} s" for name in results)
@@ -339,16 +363,24 @@ def run_benchmark(
     return tables
 
 
-def model_trainer(config: BenchmarkConfig) -> ModelTrainer:
+def model_trainer(config: BenchmarkConfig, parallel: bool = False) -> ModelTrainer:
     """The trainer of the model rows: `video_reloc.training.train` with one schedule for all.
 
     Every ablation and seed trains with the preset `config.model_preset` (`None`: `synthetic`
-    for a synthetic dataset, else `paper`), `config.model_steps` steps when set, into
-    `MODEL_ROOT/<ablation>_seed<seed>` where `MODEL_ROOT` is `config.model_root`, else
-    `output_dir/models` (a rerun resumes or reuses those runs), else a temporary folder. The
-    model of the best validation score is the one evaluated.
+    for a synthetic dataset, else `paper`), `config.model_steps` steps when set, and
+    `config.model_overrides`, into `MODEL_ROOT/<ablation>_seed<seed>` where `MODEL_ROOT` is
+    `config.model_root`, else `output_dir/models` (a rerun resumes or reuses those runs), else
+    a temporary folder. With `parallel`, the parallel model's row instead: the preset
+    `config.parallel_preset` and `config.parallel_overrides`, into
+    `MODEL_ROOT/parallel_<ablation>_seed<seed>`. The model of the best validation score is
+    the one evaluated.
     """
-    preset = config.model_preset or ("synthetic" if "synthetic" in config.dataset else "paper")
+    if parallel:
+        preset, prefix = config.parallel_preset, "parallel_"
+        overrides = {"architecture": "parallel", **config.parallel_overrides}
+    else:
+        preset = config.model_preset or ("synthetic" if "synthetic" in config.dataset else "paper")
+        prefix, overrides = "", {"train_steps": config.model_steps, **config.model_overrides}
     if config.model_root:
         root = pathlib.Path(config.model_root)
     elif config.output_dir:
@@ -359,17 +391,16 @@ def model_trainer(config: BenchmarkConfig) -> ModelTrainer:
     def train(ablation: str, seed: int, train: Examples, validation: Examples) -> SegmentPredictor:
         train_config = training.preset_config(
             preset,
-            model_dir=str(root / f"{ablation}_seed{seed}"),
+            model_dir=str(root / f"{prefix}{ablation}_seed{seed}"),
             dataset=config.dataset,
             data_dir=config.data_dir,
             manual_dir=config.manual_dir,
             ablation=ablation,
             seed=seed,
-            train_steps=config.model_steps,
             test=False,
             export=False,
             progress=False,
-            **config.model_overrides,
+            **overrides,
         )
         result = training.train(train_config, {"train": train, "validation": validation})
         logger.info(

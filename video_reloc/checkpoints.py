@@ -183,18 +183,10 @@ def restore_first_good(checkpoint: tf.train.Checkpoint, prefixes: Sequence[str])
 
 
 def model_from_config(model_config: Mapping[str, Any]) -> VideoRelocModel:
-    """Builds an untrained model from a recorded `model_config.json`."""
-    from video_reloc.model import build_model  # the model's layers load only when needed
+    """Builds an untrained model (of the recorded architecture) from `model_config.json`."""
+    from video_reloc import architectures  # the models' layers load only when needed
 
-    return build_model(
-        feature_dim=int(model_config["feature_dim"]),
-        ablation=model_config["ablation"],
-        units=int(model_config["units"]),
-        bilinear_rank=int(model_config["bilinear_rank"]),
-        encoder_dropout=float(model_config["encoder_dropout"]),
-        matching_dropout=float(model_config["matching_dropout"]),
-        normalization=model_config.get("normalization"),
-    )
+    return architectures.build_from_config(model_config)
 
 
 def load_checkpoint_model(

@@ -16,10 +16,11 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from video_reloc import data, visualize
+from video_reloc import architectures, data, visualize
 from video_reloc.baselines.chance import ChanceBaseline
 from video_reloc.checkpoints import (
     BEST_DIR,
@@ -55,8 +56,8 @@ PLOTS = 4  # pairs drawn by `evaluate --plots`
 
 
 def model_feature_dim(model: VideoRelocModel) -> int:
-    """D of a built model (the rows of its encoder's input kernel)."""
-    return int(model.encoder.kernel.shape[0])
+    """D of a built model of any architecture."""
+    return architectures.model_feature_dim(model)
 
 
 def keras_predict_fn(
@@ -232,7 +233,7 @@ class ModelPredictor:
     """
 
     def __init__(self, predict_fn: BatchPredictFn | VideoRelocModel, batch_size: int = 64):
-        if isinstance(predict_fn, VideoRelocModel):
+        if isinstance(predict_fn, keras.Model):
             predict_fn = keras_predict_fn(predict_fn)
         self.predict_fn = predict_fn
         self.batch_size = batch_size

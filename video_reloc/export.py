@@ -56,6 +56,7 @@ from typing import Any
 import tensorflow as tf
 
 from video_reloc import warmup
+from video_reloc.architectures import model_feature_dim
 from video_reloc.checkpoints import (
     EXPORT_DIR,
     find_model_dir,
@@ -350,7 +351,7 @@ def export_saved_model(
         model: A built model.
         export_base: The model's base path (TensorFlow Serving's `--model_base_path`).
         version: The version folder; `None` takes the next free number.
-        feature_dim: D; `None` reads it from the encoder's kernel.
+        feature_dim: D; `None` reads it from the model (`architectures.model_feature_dim`).
         jit_compile: Whether the signature runs the model with XLA (see the module docstring).
         max_segment_length: The longest segment decoded, in features.
         warmup_shapes: The requests of `assets.extra/tf_serving_warmup_requests` (zero features,
@@ -365,7 +366,7 @@ def export_saved_model(
         FileExistsError: If the version asked for exists.
     """
     if feature_dim is None:
-        feature_dim = int(model.encoder.kernel.shape[0])
+        feature_dim = model_feature_dim(model)
     base = pathlib.Path(export_base)
     if version is not None:
         version = int(version)

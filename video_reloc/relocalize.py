@@ -142,8 +142,8 @@ def load_predictor(model: Any) -> tuple[Predictor, int]:
 
     Args:
         model: A SavedModel folder (a version folder, or a base folder whose highest numeric
-            version is taken), a loaded SavedModel or its signature, or a Keras
-            `VideoRelocModel`.
+            version is taken), a loaded SavedModel or its signature, or a Keras model of any
+            architecture (`video_reloc.architectures`).
 
     Returns:
         `(predict, feature_dim)`: `predict(query, query_length, reference, reference_length)`
@@ -169,8 +169,10 @@ def load_predictor(model: Any) -> tuple[Predictor, int]:
 
         return predict, feature_dim
 
+    from video_reloc.architectures import model_feature_dim  # a Keras model: loaded already
+
     keras_model = model
-    feature_dim = int(keras_model.encoder.kernel.shape[0])
+    feature_dim = model_feature_dim(keras_model)
 
     @tf.function(reduce_retracing=True)
     def keras_probabilities(query, query_length, reference, reference_length):

@@ -46,19 +46,20 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from video_reloc import checkpoints, data, evaluation, visualize
+from video_reloc import architectures, checkpoints, data, evaluation, visualize
 from video_reloc.errors import UserError
 from video_reloc.export import export_saved_model
 from video_reloc.layers.feature_normalization import MODES as NORMALIZATIONS
 from video_reloc.losses import localization_loss_sum
 from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
-from video_reloc.model import ABLATIONS, VideoRelocModel, build_model
+from video_reloc.model import VideoRelocModel
 
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 MODEL_FIELDS = (
     "feature_dim",
+    "architecture",
     "ablation",
     "units",
     "bilinear_rank",
@@ -83,7 +84,9 @@ class TrainConfig:
         batch_size: Pairs per global batch (split over the replicas).
         learning_rate: Adam's learning rate.
         clip_norm: Gradients are clipped to this global norm.
-        ablation: The Table 2 variant: `full`, `base`, `base_cross_gating`, `base_bilinear`.
+        architecture: The model: `cgbm` (the paper's) or `parallel` (no loop over time).
+        ablation: The Table 2 variant of the architecture (`cgbm`: `full`, `base`,
+            `base_cross_gating`, `base_bilinear`; `parallel`: see `PARALLEL_ABLATIONS`).
         units: Hidden size l.
         bilinear_rank: Rank k of the factorized bilinear matching.
         encoder_dropout: Dropout rate after the encoder (keep 0.6).
@@ -110,7 +113,12 @@ class TrainConfig:
     """
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
-        "ablation": tuple(sorted(ABLATIONS)),
+        "architecture": tuple(sorted(architectures.ARCHITECTURES)),
+        "ablation": tuple(
+            sorted(
+                {name for _, switches in architectures.ARCHITECTURES.values() for name in switches}
+            )
+        ),
         "normalization": NORMALIZATIONS,
         "strategy": STRATEGIES,
     }
@@ -124,6 +132,7 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     clip_norm: float = 5.0
+    architecture: str = architectures.DEFAULT_ARCHITECTURE
     ablation: str = "full"
     units: int = 128
     bilinear_rank: int = 8
@@ -150,6 +159,19 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value not in allowed:
                 raise UserError(f"{name} must be one of {list(allowed)}, got {value!r}", name)
+        choices = architectures.ablations(self.architecture)
+        if self.ablation not in choices:
+            raise UserError(
+                f"must be one of {sorted(choices)} for architecture {self.architecture}, got "
+                f"{self.ablation!r}",
+                field="ablation",
+            )
+        if self.architecture == "parallel" and self.normalization is not None:
+            raise UserError(
+                f"applies to architecture cgbm, got {self.normalization!r} for architecture "
+                "parallel, which normalizes its inputs itself",
+                field="normalization",
+            )
         for name in (
             "train_steps",
             "batch_size",
@@ -170,13 +192,23 @@ class TrainConfig:
 
 # Presets: `paper` is the original release's schedule on ActivityNet (the dataclass defaults);
 # `synthetic`, the main job, a smaller model and batch that learns the embedded synthetic data
-# in a few minutes on a 2-core CPU.
+# in a few minutes on a 2-core CPU; `parallel`, the parallel model (no loop over time) and its
+# schedule, on any dataset (`--dataset`).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "synthetic": {
         "dataset": data.DEFAULT_DATASET,
         "train_steps": 500,
         "batch_size": 32,
+        "units": 64,
+        "checkpoint_every": 50,
+        "eval_every": 50,
+    },
+    "parallel": {
+        "dataset": data.DEFAULT_DATASET,
+        "architecture": "parallel",
+        "train_steps": 500,
+        "batch_size": 64,
         "units": 64,
         "checkpoint_every": 50,
         "eval_every": 50,
@@ -281,23 +313,25 @@ def _worker_dir(strategy: tf.distribute.Strategy, model_dir: pathlib.Path) -> pa
     return model_dir / f".worker_{task}"
 
 
-def _model_config(config: TrainConfig, feature_dim: int) -> dict[str, Any]:
+def model_config(config: TrainConfig, feature_dim: int) -> dict[str, Any]:
+    """What `model_config.json` records: the model's fields of `config`, for D = `feature_dim`."""
     values = dataclasses.asdict(config)
     return {"feature_dim": feature_dim, **{k: values[k] for k in MODEL_FIELDS[1:]}}
 
 
-def _write_configs(config: TrainConfig, model_dir: pathlib.Path, model_config: dict) -> None:
+def _write_configs(config: TrainConfig, model_dir: pathlib.Path, fields: dict) -> None:
     """Records the model's and the run's configuration; refuses a different model."""
     path = model_dir / checkpoints.MODEL_CONFIG_FILE
     if path.exists():
-        recorded = checkpoints.read_model_config(model_dir)
-        if recorded != model_config:
+        recorded = checkpoints.read_fields(model_dir)
+        recorded.setdefault("architecture", architectures.DEFAULT_ARCHITECTURE)
+        if recorded != fields:
             raise UserError(
                 f"{model_dir} holds a model of another configuration ({recorded}), not "
-                f"{model_config}; use another model dir",
+                f"{fields}; use another model dir",
                 field="model_dir",
             )
-    checkpoints.write_json(path, model_config)
+    checkpoints.write_json(path, fields)
     checkpoints.write_json(model_dir / checkpoints.TRAIN_CONFIG_FILE, dataclasses.asdict(config))
 
 
@@ -413,13 +447,13 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
         )
 
     splits, builder = _load_splits(config, examples)
-    model_config = _model_config(config, splits["train"].feature_dim)
+    model_fields = model_config(config, splits["train"].feature_dim)
     if chief:
-        _write_configs(config, model_dir, model_config)
+        _write_configs(config, model_dir, model_fields)
         spec = data.feature_spec(builder) if builder is not None else None
         if spec is not None:
             checkpoints.write_json(model_dir / checkpoints.FEATURE_SPEC_FILE, spec)
-    state = _build_state(config, strategy, model_config)
+    state = _build_state(config, strategy, model_fields)
     start_step = _restore(state, model_dir)
     if chief:
         train_writer = tf.summary.create_file_writer(str(model_dir / "train"))
@@ -445,7 +479,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
         return result
-    result.model, result.validation = _best_model(model_config, state.model, model_dir)
+    result.model, result.validation = _best_model(model_fields, state.model, model_dir)
     if config.test:
         result.test, result.chance = _test(
             config, result.model, splits, model_dir, result.best_step
@@ -491,11 +525,11 @@ class _TrainState:
 
 
 def _build_state(
-    config: TrainConfig, strategy: tf.distribute.Strategy, model_config: Mapping[str, Any]
+    config: TrainConfig, strategy: tf.distribute.Strategy, model_fields: Mapping[str, Any]
 ) -> _TrainState:
     """A fresh model, its optimizer (built) and the counters, under the strategy."""
     with strategy.scope():
-        model = build_model(seed=config.seed, **model_config)
+        model = architectures.build_from_config(model_fields, seed=config.seed)
         optimizer = keras.optimizers.Adam(config.learning_rate)
         optimizer.build(model.trainable_variables)
         return _TrainState(
@@ -665,13 +699,13 @@ def _train_loop(
 
 
 def _best_model(
-    model_config: Mapping[str, Any], model: VideoRelocModel, model_dir: pathlib.Path
+    model_fields: Mapping[str, Any], model: VideoRelocModel, model_dir: pathlib.Path
 ) -> tuple[VideoRelocModel, dict[str, float] | None]:
     """The best model as a plain (undistributed) Keras model, and its validation results.
 
     Falls back to `model`'s weights when no best model was saved.
     """
-    best = checkpoints.model_from_config(model_config)
+    best = checkpoints.model_from_config(model_fields)
     best_dir = model_dir / checkpoints.BEST_DIR
     if checkpoints.restore_first_good(
         tf.train.Checkpoint(model=best), checkpoints.checkpoint_candidates(best_dir)

@@ -1,6 +1,7 @@
 """Reproduces Table 1 and Table 2 of the paper on a dataset config.
 
     video-reloc-benchmark --dataset=activitynet_reloc/synthetic --output_dir=DIR [--seeds=N]
+    video-reloc-benchmark --output_dir=DIR --rows='Ours,"Ours, parallel"'  # the parallel model too
 
 Writes `DIR/tables.md` and `DIR/table1.json`, `DIR/table2.json` (row name -> per-threshold
 accuracy) and prints the tables. See `video_reloc.benchmark`.
@@ -12,7 +13,14 @@ import dataclasses
 
 from absl import app, flags
 
-from video_reloc.benchmark import TABLE1_ROWS, TABLE2_ROWS, BenchmarkConfig, run_benchmark
+from video_reloc.benchmark import (
+    DEFAULT_ROWS,
+    PARALLEL,
+    TABLE1_ROWS,
+    TABLE2_ROWS,
+    BenchmarkConfig,
+    run_benchmark,
+)
 from video_reloc.cli import runner
 from video_reloc.data import DEFAULT_DATASET
 from video_reloc.training import TrainConfig
@@ -38,22 +46,35 @@ flags.DEFINE_list(
     "TrainConfig fields every model row trains with, KEY=VALUE,... (for example "
     "normalization=standardize,distractor_probability=0.5).",
 )
+flags.DEFINE_string(
+    "parallel_preset", "parallel", f"Training preset of the row '{PARALLEL}' (the parallel model)."
+)
+flags.DEFINE_list(
+    "parallel_params",
+    [],
+    f"TrainConfig fields the row '{PARALLEL}' trains with besides its preset's, KEY=VALUE,... "
+    "(--model_steps and --model_params do not apply to it).",
+)
 flags.DEFINE_list(
     "rows",
     None,
-    "Rows to run (default: all): " + ", ".join(dict.fromkeys(TABLE1_ROWS + TABLE2_ROWS)),
+    "Rows to run, comma-separated (quote a name holding a comma: 'Ours,\"Ours, parallel\"'): "
+    + "; ".join(dict.fromkeys(TABLE1_ROWS + TABLE2_ROWS))
+    + " (default: all but "
+    + "; ".join(sorted(set(TABLE1_ROWS) - set(DEFAULT_ROWS)))
+    + ").",
 )
 flags.mark_flag_as_required("output_dir")
 
 
-def _parse_params(items: list[str]) -> dict:
+def _parse_params(items: list[str], flag: str = "model_params") -> dict:
     """`["normalization=standardize", "distractor_probability=0.5"]` as typed field values."""
     types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
     params = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in types:
-            raise app.UsageError(f"--model_params: {item!r} is not KEY=VALUE of {sorted(types)}")
+            raise app.UsageError(f"--{flag}: {item!r} is not KEY=VALUE of {sorted(types)}")
         kind = types[key]
         if "float" in kind:
             params[key] = float(value)
@@ -83,6 +104,8 @@ def main(argv: list[str]) -> None:
             model_preset=FLAGS.model_preset,
             model_root=FLAGS.model_root,
             model_overrides=_parse_params(FLAGS.model_params),
+            parallel_preset=FLAGS.parallel_preset,
+            parallel_overrides=_parse_params(FLAGS.parallel_params, "parallel_params"),
             rows=FLAGS.rows,
         )
     )
