@@ -323,7 +323,7 @@ def _write_configs(config: TrainConfig, model_dir: pathlib.Path, fields: dict) -
     """Records the model's and the run's configuration; refuses a different model."""
     path = model_dir / checkpoints.MODEL_CONFIG_FILE
     if path.exists():
-        recorded = checkpoints.read_fields(model_dir)
+        recorded = checkpoints.read_model_config(model_dir)
         recorded.setdefault("architecture", architectures.DEFAULT_ARCHITECTURE)
         if recorded != fields:
             raise UserError(
