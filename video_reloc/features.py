@@ -555,18 +555,6 @@ def _save_part(output: pathlib.Path, video_id: str, features: np.ndarray, n_fram
     tmp.replace(parts / f"v_{video_id}.npz")
 
 
-def _part_lengths(output: pathlib.Path) -> dict[str, dict[str, int]]:
-    """`length.json` entries of the saved parts not yet in `features.hdf5`."""
-    lengths = {}
-    for part in sorted((output / PARTS_DIR).glob("v_*.npz")):
-        with np.load(part) as values:
-            lengths[part.stem[2:]] = {
-                "n_frames": int(values["n_frames"]),
-                "n_feat": int(values["features"].shape[0]),
-            }
-    return lengths
-
-
 def _merge_parts(output: pathlib.Path) -> int:
     """Adds the saved parts to `features.hdf5`, replacing the file whole; the number merged.
 
@@ -668,18 +656,22 @@ def extract_features(
         )
     bar = tqdm.tqdm(todo, unit="video", desc="videos", disable=not progress, dynamic_ncols=True)
     try:
-        _extract_each(bar, output, backbone, frame_rate, clip_length, batch_size, progress, report)
+        _extract_each(
+            bar, output, backbone, frame_rate, clip_length, batch_size, progress, report, lengths
+        )
     finally:
         bar.close()
-        lengths.update(_part_lengths(output))
         _merge_parts(output)
         _write_json(output / LENGTHS_FILE, lengths)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _extract_each(bar, output, backbone, frame_rate, clip_length, batch_size, progress, report):
-    """Extracts the videos of `bar`, saving each one's features as a part (`_save_part`)."""
+def _extract_each(
+    bar, output, backbone, frame_rate, clip_length, batch_size, progress, report, lengths
+):
+    """Extracts the videos of `bar`, saving each one's features as a part (`_save_part`) and
+    its `length.json` entry in `lengths`."""
     for video in bar:
         bar.set_postfix_str(video.name)
         frames_bar = frames_progress(video, frame_rate, progress)
@@ -694,6 +686,7 @@ def _extract_each(bar, output, backbone, frame_rate, clip_length, batch_size, pr
         finally:
             frames_bar.close()
         _save_part(output, video.stem, features, n_frames)
+        lengths[video.stem] = {"n_frames": n_frames, "n_feat": int(features.shape[0])}
         report.written.append(video.stem)
         report.frames += n_frames
 
