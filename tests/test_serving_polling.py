@@ -453,6 +453,24 @@ def test_shutdown_abandons_a_warm_up_in_progress(exported, tmp_path, monkeypatch
         manager.close()
 
 
+def test_shutdown_copes_with_a_closed_wake_up_pipe(exported, tmp_path):
+    """A server whose I/O loop lost its wake-up pipe still shuts down, and its loop ends."""
+    base = tmp_path / "reloc"
+    add_version(base, 1, exported)
+    manager = ModelManager([ModelConfig("reloc", str(base))], enable_model_warmup=False)
+    manager.load()
+    server = start_server(manager, port=0, host="127.0.0.1", file_system_poll_wait_seconds=0)
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        assert predict(url)[0] == 200
+        loop = server._rest_thread
+        os.close(server._rest.trigger.trigger)  # as a stray close elsewhere in the process does
+        server.shutdown()
+        assert not loop.is_alive()
+    finally:
+        manager.close()
+
+
 @pytest.mark.slow
 def test_serve_binary_polls(exported, tmp_path):
     """`video-reloc-serve --file_system_poll_wait_seconds` serves a version exported later."""

@@ -229,7 +229,12 @@ class ModelServer:
             rest, thread = self._rest, self._rest_thread
             self._rest = None
             # The I/O loop closes its own channels (a thunk runs in its thread), then ends.
-            rest.trigger.pull_trigger(lambda: wasyncore.close_all(rest._map))
+            try:
+                rest.trigger.pull_trigger(lambda: wasyncore.close_all(rest._map))
+            except OSError:
+                # The loop's wake-up pipe is gone (the loop closed it on a hang-up): close the
+                # channels from here; the loop ends when it finds its map empty.
+                wasyncore.close_all(rest._map, ignore_all=True)
             if thread is not None:
                 thread.join(grace_s + 1)
             rest.task_dispatcher.shutdown(timeout=grace_s)
