@@ -5,7 +5,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from video_reloc import checkpoints
+from video_reloc import architectures, checkpoints
 from video_reloc.errors import UserError
 from video_reloc.model import build_model
 
@@ -81,6 +81,27 @@ def test_model_from_config_builds_the_recorded_model():
     )
     assert len(model.weights) == len(reference.weights)
     assert [w.shape for w in model.weights] == [w.shape for w in reference.weights]
+
+
+@pytest.mark.parametrize("architecture", ["cgbm", "parallel"])
+def test_the_model_record_rebuilds_the_model_from_its_own_config(architecture):
+    """`model_config.json` holds the model's `get_config()`; a record of builder fields loads."""
+    model = architectures.build_from_config(
+        {"feature_dim": 6, "architecture": architecture, "units": 4, "normalization": None},
+        seed=0,
+    )
+    record = architectures.model_record(model)
+    assert json.loads(json.dumps(record)) == record
+    assert (record["architecture"], record["feature_dim"]) == (architecture, 6)
+    own = model.get_config()
+    del own["name"]
+    assert record["model"]["config"] == json.loads(json.dumps(own))
+    rebuilt = checkpoints.model_from_config(record)
+    assert type(rebuilt) is type(model)
+    assert rebuilt.get_config() | {"name": ""} == model.get_config() | {"name": ""}
+    assert [w.shape for w in rebuilt.weights] == [w.shape for w in model.weights]
+    legacy = checkpoints.model_from_config(tiny_model_config(architecture=architecture))
+    assert type(legacy) is type(model)
 
 
 def test_saved_model_folder_takes_the_highest_version(tmp_path):

@@ -7,13 +7,14 @@ evaluation, export and serving treat them alike.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 import keras
 
-from video_reloc.model import ABLATIONS, build_model
-from video_reloc.parallel_model import PARALLEL_ABLATIONS, build_parallel_model
+from video_reloc.model import ABLATIONS, VideoRelocModel, build_model
+from video_reloc.parallel_model import PARALLEL_ABLATIONS, ParallelRelocModel, build_parallel_model
 
 DEFAULT_ARCHITECTURE = "cgbm"
 # Name -> (builder of a built model from feature_dim and fields, the ablation switches).
@@ -21,6 +22,7 @@ ARCHITECTURES = {
     "cgbm": (build_model, ABLATIONS),
     "parallel": (build_parallel_model, PARALLEL_ABLATIONS),
 }
+MODEL_CLASSES = {"cgbm": VideoRelocModel, "parallel": ParallelRelocModel}
 
 
 def ablations(architecture: str) -> dict[str, dict[str, Any]]:
@@ -53,6 +55,54 @@ def build_from_config(model_config: Mapping[str, Any], seed: int | None = None) 
     check_architecture(architecture)
     feature_dim = int(fields.pop("feature_dim"))
     return ARCHITECTURES[architecture][0](feature_dim, seed=seed, **fields)
+
+
+def model_record(model: keras.Model) -> dict[str, Any]:
+    """What a model dir's `model_config.json` holds: the model's own configuration.
+
+    Args:
+        model: A built model of any architecture.
+
+    Returns:
+        `{"architecture", "feature_dim", "model"}`, JSON-ready: `model` is Keras' serialization
+        of the model (`get_config()` under `config`, the input shapes under `build_config`),
+        without the name, which Keras numbers per process.
+    """
+    [architecture] = [n for n, cls in MODEL_CLASSES.items() if type(model) is cls]
+    serialized = keras.saving.serialize_keras_object(model)
+    serialized.pop("compile_config", None)
+    serialized["config"].pop("name", None)
+    return {
+        "architecture": architecture,
+        "feature_dim": model_feature_dim(model),
+        "model": json.loads(json.dumps(serialized)),
+    }
+
+
+def build_from_record(record: Mapping[str, Any], seed: int | None = None) -> keras.Model:
+    """A built, untrained model from `model_config.json` (see `model_record`).
+
+    A record without `model` (as training wrote it before it stored the model's configuration)
+    holds `build_from_config`'s fields and is built by it.
+
+    Args:
+        record: The file's contents.
+        seed: If given, seeds Keras' random generators before the weights are made.
+
+    Returns:
+        The model.
+    """
+    if "model" not in record:
+        return build_from_config(record, seed=seed)
+    check_architecture(record.get("architecture", DEFAULT_ARCHITECTURE))
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    model = keras.saving.deserialize_keras_object(dict(record["model"]))
+    if not model.built:
+        raise ValueError(
+            "model_config.json: the model's build_config (its input shapes) is missing"
+        )
+    return model
 
 
 def model_feature_dim(model: keras.Model) -> int:

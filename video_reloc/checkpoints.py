@@ -2,8 +2,9 @@
 
 A model directory (`video-reloc-train --model_dir=DIR`) holds
 
-- `model_config.json`: what `video_reloc.model.build_model` needs to rebuild the model
-  (`model_from_config`);
+- `model_config.json`: the model's own configuration (its architecture, D and Keras'
+  serialization of it, `get_config()` included: `video_reloc.architectures.model_record`),
+  from which `model_from_config` rebuilds it;
 - `train_config.json`: the run's `video_reloc.training.TrainConfig`;
 - `features.json`: how the dataset's features were made (`video_reloc.features`), when known;
 - `ckpt-N.index`, `ckpt-N.data-*`: the latest checkpoints (model, optimizer, step, best score);
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MODEL_CONFIG_FILE = "model_config.json"  # in a model dir: what `build_model` needs
+MODEL_CONFIG_FILE = "model_config.json"  # in a model dir: the model's configuration
 TRAIN_CONFIG_FILE = "train_config.json"  # in a model dir: the training configuration
 BEST_DIR = "best"  # in a model dir: the checkpoints of the best model
 EXPORT_DIR = "export"  # in a model dir: the SavedModel versions
@@ -62,7 +63,7 @@ def find_model_dir(path: str | pathlib.Path) -> pathlib.Path | None:
 
 
 def read_model_config(model_dir: str | pathlib.Path) -> dict[str, Any]:
-    """The `build_model` arguments recorded by training in `model_dir`."""
+    """The model's configuration recorded by training in `model_dir` (see `model_from_config`)."""
     return json.loads((pathlib.Path(model_dir) / MODEL_CONFIG_FILE).read_text(encoding="utf-8"))
 
 
@@ -186,7 +187,7 @@ def model_from_config(model_config: Mapping[str, Any]) -> VideoRelocModel:
     """Builds an untrained model (of the recorded architecture) from `model_config.json`."""
     from video_reloc import architectures  # the models' layers load only when needed
 
-    return architectures.build_from_config(model_config)
+    return architectures.build_from_record(model_config)
 
 
 def load_checkpoint_model(

@@ -273,7 +273,7 @@ def build_parallel_model(
         feature_dim: D, the size of one feature vector.
         ablation: A key of `PARALLEL_ABLATIONS`.
         seed: If given, seeds Keras' random generators before the weights are made.
-        normalization: Must be `None`: the field of `model_config.json` that puts a
+        normalization: Must be `None`: the training field (`--normalization`) that puts a
             `FeatureNormalization` before the paper's model; this model normalizes its inputs
             itself (`NormalizedProjection`).
         **kwargs: Other `ParallelRelocModel` arguments (`units`, `bilinear_rank`, ...).

@@ -314,25 +314,53 @@ def _worker_dir(strategy: tf.distribute.Strategy, model_dir: pathlib.Path) -> pa
 
 
 def model_config(config: TrainConfig, feature_dim: int) -> dict[str, Any]:
-    """What `model_config.json` records: the model's fields of `config`, for D = `feature_dim`."""
+    """The model builder's arguments in `config`, for D = `feature_dim` (`build_from_config`)."""
     values = dataclasses.asdict(config)
     return {"feature_dim": feature_dim, **{k: values[k] for k in MODEL_FIELDS[1:]}}
 
 
-def _write_configs(config: TrainConfig, model_dir: pathlib.Path, fields: dict) -> None:
-    """Records the model's and the run's configuration; refuses a different model."""
+def _write_configs(
+    config: TrainConfig, model_dir: pathlib.Path, fields: Mapping[str, Any], record: dict
+) -> None:
+    """Records the model's (`record`) and the run's configuration; refuses a different model.
+
+    `fields` are the builder's arguments that made the model, compared with a record of the
+    older kind, which held them instead of the model's configuration.
+    """
     path = model_dir / checkpoints.MODEL_CONFIG_FILE
     if path.exists():
         recorded = checkpoints.read_model_config(model_dir)
-        recorded.setdefault("architecture", architectures.DEFAULT_ARCHITECTURE)
-        if recorded != fields:
+        if "model" in recorded:
+            differs, ours = recorded != record, record
+        else:
+            recorded.setdefault("architecture", architectures.DEFAULT_ARCHITECTURE)
+            differs, ours = recorded != dict(fields), dict(fields)
+        if differs:
+            changes = _differences(recorded, ours)
             raise UserError(
-                f"{model_dir} holds a model of another configuration ({recorded}), not "
-                f"{fields}; use another model dir",
+                f"{model_dir} holds a model of another configuration ({changes}); "
+                "use another model dir",
                 field="model_dir",
             )
-    checkpoints.write_json(path, fields)
+    checkpoints.write_json(path, record)
     checkpoints.write_json(model_dir / checkpoints.TRAIN_CONFIG_FILE, dataclasses.asdict(config))
+
+
+def _differences(recorded: Mapping[str, Any], ours: Mapping[str, Any]) -> str:
+    """`key: recorded -> ours` for the (nested) entries that differ."""
+
+    def flat(values, prefix=""):
+        items = {}
+        for key, value in values.items():
+            if isinstance(value, Mapping):
+                items.update(flat(value, f"{prefix}{key}."))
+            else:
+                items[f"{prefix}{key}"] = value
+        return items
+
+    a, b = flat(recorded), flat(ours)
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return ", ".join(f"{k}: {a.get(k)!r} recorded, {b.get(k)!r} now" for k in keys)
 
 
 def make_replica_step(
@@ -418,9 +446,10 @@ def _image_writer(model: VideoRelocModel, examples: data.Examples):
 def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = None) -> TrainResult:
     """Trains (or resumes training) a model, validates, tests and exports it.
 
-    The steps: the strategy; the data (`_load_splits`); the model dir's records
-    (`_write_configs`); the model, optimizer and counters (`_build_state`), restored from the
-    latest good checkpoint (`_restore`); the loop with its summaries, validations
+    The steps: the strategy; the data (`_load_splits`); the model, optimizer and counters
+    (`_build_state`); the model dir's records (`_write_configs`: the model's own
+    configuration, `architectures.model_record`); the state restored from the latest good
+    checkpoint (`_restore`); the loop with its summaries, validations
     (`_Validator`) and checkpoints (`_train_loop`); on the chief, the best model
     (`_best_model`), its test results (`_test`) and its export (`_export_once`).
 
@@ -448,12 +477,13 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
 
     splits, builder = _load_splits(config, examples)
     model_fields = model_config(config, splits["train"].feature_dim)
+    state = _build_state(config, strategy, model_fields)
+    record = architectures.model_record(state.model)
     if chief:
-        _write_configs(config, model_dir, model_fields)
+        _write_configs(config, model_dir, model_fields, record)
         spec = data.feature_spec(builder) if builder is not None else None
         if spec is not None:
             checkpoints.write_json(model_dir / checkpoints.FEATURE_SPEC_FILE, spec)
-    state = _build_state(config, strategy, model_fields)
     start_step = _restore(state, model_dir)
     if chief:
         train_writer = tf.summary.create_file_writer(str(model_dir / "train"))
@@ -479,7 +509,7 @@ def train(config: TrainConfig, examples: Mapping[str, data.Examples] | None = No
     if not chief:
         shutil.rmtree(write_dir, ignore_errors=True)
         return result
-    result.model, result.validation = _best_model(model_fields, state.model, model_dir)
+    result.model, result.validation = _best_model(record, state.model, model_dir)
     if config.test:
         result.test, result.chance = _test(
             config, result.model, splits, model_dir, result.best_step
@@ -699,13 +729,13 @@ def _train_loop(
 
 
 def _best_model(
-    model_fields: Mapping[str, Any], model: VideoRelocModel, model_dir: pathlib.Path
+    record: Mapping[str, Any], model: VideoRelocModel, model_dir: pathlib.Path
 ) -> tuple[VideoRelocModel, dict[str, float] | None]:
     """The best model as a plain (undistributed) Keras model, and its validation results.
 
     Falls back to `model`'s weights when no best model was saved.
     """
-    best = checkpoints.model_from_config(model_fields)
+    best = checkpoints.model_from_config(record)
     best_dir = model_dir / checkpoints.BEST_DIR
     if checkpoints.restore_first_good(
         tf.train.Checkpoint(model=best), checkpoints.checkpoint_candidates(best_dir)
