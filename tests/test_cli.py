@@ -160,6 +160,18 @@ def cases(files):
         ],
         "benchmark": [
             (None, ["--dataset", "--output_dir", "--seeds", "--rows"]),
+            (
+                [f"--output_dir={files / 'tables'}", "--model_params=units=many"],
+                "--model_params: units='many' is not a int",
+            ),
+            (
+                [f"--output_dir={files / 'tables'}", "--seeds=0"],
+                "--seeds: must be at least 1, got 0",
+            ),
+            (
+                [f"--output_dir={files / 'tables'}", "--rows=Ours,Nope"],
+                r"--rows: unknown rows \['Nope'\]; choose among",
+            ),
         ],
     }
 

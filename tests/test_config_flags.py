@@ -8,6 +8,7 @@ from absl import flags
 
 from video_reloc import training
 from video_reloc.cli import config_flags
+from video_reloc.errors import UserError
 
 
 @dataclasses.dataclass
@@ -84,3 +85,25 @@ def test_every_train_config_field_is_a_flag_of_the_train_binary():
         assert len(values[name].help) > 20, name
     assert values["strategy"].parser.enum_values == list(training.STRATEGIES)
     assert "(preset synthetic)" in values["train_steps"].help
+
+
+def test_overrides_are_parsed_as_their_fields_types():
+    parsed = config_flags.parse_overrides(
+        ToyConfig, ["steps=4", "rate=0.25", "mode=b", "note=none", "quick=true"], "params"
+    )
+    assert parsed == {"steps": 4, "rate": 0.25, "mode": "b", "note": None, "quick": True}
+    assert config_flags.parse_overrides(ToyConfig, ["note=hi", "quick=0"], "params") == {
+        "note": "hi",
+        "quick": False,
+    }
+    for item, message in [
+        ("steps", "'steps' is not KEY=VALUE of"),
+        ("speed=3", "'speed=3' is not KEY=VALUE of"),
+        ("steps=many", "steps='many' is not a int"),
+        ("steps=none", "steps='none' is not a int"),
+        ("quick=maybe", "quick='maybe' is not a bool"),
+        ("mode=c", r"mode must be one of \['a', 'b'\], got 'c'"),
+    ]:
+        with pytest.raises(UserError, match=message) as error:
+            config_flags.parse_overrides(ToyConfig, [item], "params")
+        assert error.value.field == "params"

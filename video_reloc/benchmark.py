@@ -39,6 +39,7 @@ from video_reloc.baselines import (
     VideoLevelBaseline,
 )
 from video_reloc.data import DEFAULT_DATASET, Examples, load_split
+from video_reloc.errors import UserError
 from video_reloc.metrics import (
     PAPER_TABLE1,
     PAPER_TABLE2,
@@ -127,16 +128,19 @@ class BenchmarkConfig:
 
     def __post_init__(self):
         if self.seeds < 1:
-            raise ValueError(f"seeds must be at least 1, got {self.seeds}.")
+            raise UserError(f"must be at least 1, got {self.seeds}", field="seeds")
         known = set(TABLE1_ROWS) | set(TABLE2_ROWS)
         unknown = sorted(set(self.rows or ()) - known)
         if unknown:
-            raise ValueError(f"Unknown rows {unknown}; choose among {sorted(known)}.")
+            raise UserError(f"unknown rows {unknown}; choose among {sorted(known)}", field="rows")
         fields = {f.name for f in dataclasses.fields(training.TrainConfig)}
         for name in ("model_overrides", "parallel_overrides"):
             unknown = sorted(set(getattr(self, name)) - fields)
             if unknown:
-                raise ValueError(f"Unknown {name} {unknown}; choose among {sorted(fields)}.")
+                raise UserError(
+                    f"unknown TrainConfig fields {unknown}; choose among {sorted(fields)}",
+                    field=name,
+                )
 
 
 @dataclasses.dataclass

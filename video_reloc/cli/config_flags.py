@@ -20,6 +20,8 @@ from typing import Any
 
 from absl import flags
 
+from video_reloc.errors import UserError
+
 # The flags defined here belong to the binary that asks for them (its key flags, listed by
 # its --help), not to this module.
 flags.disclaim_key_flags()
@@ -124,6 +126,50 @@ def _text(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return "none" if value is None else str(value)
+
+
+def parse_overrides(config_class: type, items: Iterable[str], flag: str) -> dict[str, Any]:
+    """`KEY=VALUE` items (as `--flag=normalization=standardize,units=64`) as typed field values.
+
+    Each value is read as its field's type (see `define_flags`); `none` gives `None` where the
+    field admits it.
+
+    Args:
+        config_class: The config dataclass whose fields the keys name.
+        items: The `KEY=VALUE` strings.
+        flag: The flag they came from, named in errors.
+
+    Raises:
+        UserError: An item that is not `KEY=VALUE` of a field, or a value its field cannot
+            hold (`field` is `flag`).
+    """
+    hints = typing.get_type_hints(config_class)
+    names = sorted(f.name for f in dataclasses.fields(config_class))
+    choices = getattr(config_class, "CHOICES", {})
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in names:
+            raise UserError(f"{item!r} is not KEY=VALUE of {names}", field=flag)
+        hint = hints[key]
+        optional = type(None) in typing.get_args(hint)
+        if optional and text.lower() == "none":
+            values[key] = None
+            continue
+        kind = _scalar_type(hint, key)
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value = text.lower() in ("true", "1")
+            else:
+                value = kind(text)
+        except ValueError:
+            raise UserError(f"{key}={text!r} is not a {kind.__name__}", field=flag) from None
+        if key in choices and value not in choices[key]:
+            raise UserError(f"{key} must be one of {list(choices[key])}, got {text!r}", field=flag)
+        values[key] = value
+    return values
 
 
 def overrides(names: Iterable[str], flag_values: flags.FlagValues = FLAGS) -> dict[str, Any]:
