@@ -13,6 +13,7 @@ from tfds_activitynet_reloc.activitynet_reloc import activitynet_reloc_dataset_b
 from video_reloc import benchmark, data, training
 from video_reloc.baselines import ChanceBaseline
 from video_reloc.metrics import THRESHOLDS
+from video_reloc.model import ABLATIONS
 
 TINY = TINY_SYNTHETIC
 KEYS = [f"{t:g}" for t in THRESHOLDS] + ["mean", "mean_iou"]
@@ -44,7 +45,7 @@ def test_summarize_mean_and_std():
 
 
 def test_config_rejects_unknown_rows_and_seeds():
-    with pytest.raises(ValueError, match="Unknown rows"):
+    with pytest.raises(ValueError, match="unknown rows"):
         benchmark.BenchmarkConfig(rows=["SST"])
     with pytest.raises(ValueError, match="seeds"):
         benchmark.BenchmarkConfig(seeds=0)
@@ -164,12 +165,24 @@ def test_benchmark_rows_subset(tiny_examples):
 
 @pytest.mark.slow
 def test_benchmark_end_to_end_with_real_training(tiny_examples, tmp_path):
+    """Every kind of row, trained for real: the baselines, `Ours` and one Table 2 ablation.
+
+    (The tables' layout with every row is checked with an injected trainer above.)
+    """
     config = benchmark.BenchmarkConfig(
         output_dir=str(tmp_path / "out"),
         video_level_steps=3,
         video_level_units=8,
         model_steps=2,
-        model_overrides={"normalization": "standardize"},
+        model_overrides={"normalization": "standardize", "units": 8, "bilinear_rank": 2},
+        rows=[
+            "Chance",
+            "Frame-level baseline",
+            "Frame-level baseline (normalized)",
+            "Video-level baseline",
+            "Base + cross gating",
+            "Ours",
+        ],
     )
     tables = benchmark.run_benchmark(config, examples=tiny_examples)
     table1 = json.loads((tmp_path / "out" / "table1.json").read_text())
@@ -181,20 +194,25 @@ def test_benchmark_end_to_end_with_real_training(tiny_examples, tmp_path):
         "Video-level baseline",
         "Ours",
     ]
-    assert list(table2) == ["Base", "Base + cross gating", "Base + bilinear", "Ours"]
+    assert list(table2) == ["Base + cross gating", "Ours"]
     for row in [*table1.values(), *table2.values()]:
         _check_row(row)
     assert table1["Ours"] == table2["Ours"] == tables.table1["Ours"]
-    # Each model row trained in its own folder, with the preset of the synthetic data.
-    for ablation in ("full", "base", "base_cross_gating", "base_bilinear"):
-        model_config = json.loads(
-            (tmp_path / "out" / "models" / f"{ablation}_seed0" / "model_config.json").read_text()
-        )
-        assert model_config["ablation"] == ablation and model_config["units"] == 64
-        assert model_config["normalization"] == "standardize"
+    # Each model row trained in its own folder, with the overrides on the synthetic preset.
+    for ablation in ("full", "base_cross_gating"):
+        model_dir = tmp_path / "out" / "models" / f"{ablation}_seed0"
+        assert json.loads((model_dir / "train_config.json").read_text())["ablation"] == ablation
+        model = json.loads((model_dir / "model_config.json").read_text())["model"]["config"]
+        switches = {key: model[key] for key in ABLATIONS[ablation]}
+        assert switches == ABLATIONS[ablation] and model["units"] == 8
+        assert model["normalization"] == "standardize"
+    assert sorted(p.name for p in (tmp_path / "out" / "models").iterdir()) == [
+        "base_cross_gating_seed0",
+        "full_seed0",
+    ]
     markdown = (tmp_path / "out" / "tables.md").read_text()
     assert "| Ours |" in markdown and "| Ours (paper) | 43.5 |" in markdown
-    assert "Model rows trained with `normalization=standardize`." in markdown
+    assert "Model rows trained with `normalization=standardize`, `units=8`," in markdown
 
 
 @pytest.mark.slow

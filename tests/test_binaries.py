@@ -232,7 +232,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
         "video_reloc.cli.train",
         f"--model_dir={model_dir}",
         f"--data_dir={data_dir}",
-        "--train_steps=40",
+        "--train_steps=16",
         "--checkpoint_every=3",
         "--eval_every=100",
         "--summary_every=1",
@@ -257,7 +257,7 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
             first.kill()
     assert first.returncode == -signal.SIGKILL
     killed_steps = _loss_steps(model_dir)[0]
-    assert killed_steps and max(killed_steps) < 40  # killed mid-training
+    assert killed_steps and max(killed_steps) < 16  # killed mid-training
 
     second = _run(command)
     resumed = re.search(r"Resumed from checkpoint \S+ckpt-(\d+) at step (\d+)", second.stderr)
@@ -266,8 +266,8 @@ def test_sigkill_mid_training_resumes_from_the_last_checkpoint(trained, tmp_path
     assert step == int(resumed.group(1)) >= 3 and step % 3 == 0
     assert step <= max(killed_steps)
     first_run, second_run = _loss_steps(model_dir)
-    assert second_run == list(range(step + 1, 41))  # nothing before the checkpoint redone
-    assert checkpoints.checkpoint_candidates(model_dir)[0].endswith("ckpt-40")
+    assert second_run == list(range(step + 1, 17))  # nothing before the checkpoint redone
+    assert checkpoints.checkpoint_candidates(model_dir)[0].endswith("ckpt-16")
 
 
 # Quiet start-up (video_reloc.cli.startup): no INFO line of TensorFlow's C++ side.
