@@ -350,7 +350,7 @@ def main():
     parser.add_argument(
         "--parallel",
         action="store_true",
-        help="measure the paper's model and the parallel model side by side (issue 17)",
+        help="measure the paper's model and the parallel model side by side",
     )
     args = parser.parse_args()
     allocator = os.environ.get(startup.CPU_ALLOCATOR_ENV)
