@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from video_reloc import build_model
+from video_reloc import export as export_module
 from video_reloc import warmup as warmup_module
 from video_reloc.decode import segment_scores
 from video_reloc.export import export_saved_model, next_version, remove_stale_exports
@@ -161,6 +162,24 @@ def test_concurrent_exports_get_distinct_versions(model, tmp_path, monkeypatch):
     assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
     for path in results:
         assert len(read_warmup_requests(path)) == 1
+
+
+def test_a_fresh_folder_removed_before_it_is_locked_is_replaced(tmp_path, monkeypatch):
+    """Another export's clean-up may take a new folder, not locked yet, for a leftover."""
+    made = []
+    mkdtemp = export_module.tempfile.mkdtemp
+
+    def mkdtemp_then_cleaned_up(**kwargs):
+        path = mkdtemp(**kwargs)
+        made.append(path)
+        if len(made) == 1:
+            os.rmdir(path)  # what remove_stale_exports in another export does to it
+        return path
+
+    monkeypatch.setattr(export_module.tempfile, "mkdtemp", mkdtemp_then_cleaned_up)
+    path, descriptor = export_module._fresh_folder(tmp_path)
+    os.close(descriptor)
+    assert len(made) == 2 and str(path) == made[1] and path.is_dir()
 
 
 @pytest.mark.parametrize("kind", ["xla", "plain"])

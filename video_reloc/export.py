@@ -298,7 +298,10 @@ def _fresh_folder(base: pathlib.Path) -> tuple[pathlib.Path, int]:
     """A new temporary folder under `base`, locked: its path and lock descriptor."""
     while True:
         path = pathlib.Path(tempfile.mkdtemp(prefix=".export-", suffix=".tmp", dir=base))
-        descriptor = _lock(path)
+        try:
+            descriptor = _lock(path)
+        except FileNotFoundError:
+            continue  # taken for a leftover (not locked yet) by another clean-up, and removed
         if descriptor is None:
             continue  # another export's clean-up took it first, and removes it
         try:
