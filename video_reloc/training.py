@@ -347,7 +347,7 @@ def _write_configs(
 
 
 def _differences(recorded: Mapping[str, Any], ours: Mapping[str, Any]) -> str:
-    """`key: recorded -> ours` for the (nested) entries that differ."""
+    """`key: RECORDED recorded, OURS now` for each (nested) entry that differs."""
 
     def flat(values, prefix=""):
         items = {}
