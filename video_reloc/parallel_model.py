@@ -61,8 +61,9 @@ class ParallelRelocModel(keras.Model):
       cosine similarities between every reference and query step: the signal of frame-level
       matching, which carries over to unseen classes.
     - Aggregation and localization (for Eqs. 7-8): `DilatedTemporalConv` blocks over the
-      reference (dilations 1 ... 16: each step sees 63 steps around it, a whole segment of up
-      to 64 features), then softmax(W h + b) over (start, end, inside, outside).
+      reference (dilations 1, 3, 9, 27: each step sees the 81 steps around it, more than a
+      whole segment of up to 64 features), then softmax(W h + b) over (start, end, inside,
+      outside).
 
     Every stage is linear in the reference length (the map is `Tr x Tq`). Steps past a valid
     length never change a valid output: the projection and the convolutions zero padded
@@ -109,11 +110,11 @@ class ParallelRelocModel(keras.Model):
         matching: str = "bilinear",
         similarity_map: bool = True,
         input_views: Sequence[str] = VIEWS,
-        map_channels: int = 16,
+        map_channels: int = 8,
         map_convolutions: int = 2,
-        encoder_dilations: Sequence[int] = (1, 2),
-        aggregation_units: int = 64,
-        aggregation_dilations: Sequence[int] = (1, 2, 4, 8, 16),
+        encoder_dilations: Sequence[int] = (1,),
+        aggregation_units: int = 48,
+        aggregation_dilations: Sequence[int] = (1, 3, 9, 27),
         encoder_dropout: float = 0.4,
         matching_dropout: float = 0.2,
         **kwargs,

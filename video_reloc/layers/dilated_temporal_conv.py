@@ -22,8 +22,9 @@ class DilatedTemporalConv(keras.layers.Layer):
 
     Steps past a sequence's valid length are zeroed before every block, so a valid step reads
     exactly what it would read from the unpadded sequence padded with zeros: junk after the
-    valid length never changes a valid output. With dilations 1, 2, 4, ..., 2^(n-1) and three
-    taps, a step sees 2^(n+1) - 1 steps around it. The cost is linear in the sequence length.
+    valid length never changes a valid output. With three taps and dilations d_1 ... d_n, a
+    step sees 1 + 2 (d_1 + ... + d_n) steps around it (81 for 1, 3, 9, 27). The cost is
+    linear in the sequence length.
 
     Args:
         units: Width of the blocks; an input of another width is first projected to it.
