@@ -1,6 +1,7 @@
 """Tests of the training library: checkpoints, resuming, fallback, strategies, export."""
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -126,10 +127,13 @@ def test_train_resume_fallback_and_export(tmp_path, caplog):
         training.train(tiny_config(model_dir, units=16), splits)
 
 
-def test_deterministic_under_seed(tmp_path):
+def test_deterministic_under_seed(tmp_path, caplog):
     splits = tiny_examples()
     config = dict(train_steps=3, eval_every=10, checkpoint_every=10, test=False, export=False)
+    caplog.set_level(logging.INFO, logger=training.__name__)
     a = training.train(tiny_config(tmp_path / "a", **config), splits)
+    # Batches of different padded lengths share one trace of the step (its input signature).
+    assert "Traced the training step 1 time(s)." in caplog.messages
     b = training.train(tiny_config(tmp_path / "b", **config), splits)
     assert len(a.losses) == 3
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)

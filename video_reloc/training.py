@@ -53,6 +53,7 @@ from video_reloc.layers.feature_normalization import MODES as NORMALIZATIONS
 from video_reloc.losses import localization_loss_sum
 from video_reloc.metrics import accuracy_at_thresholds, temporal_iou
 from video_reloc.model import VideoRelocModel
+from video_reloc.signature import input_signature
 
 logger = logging.getLogger(__name__)
 
@@ -402,6 +403,21 @@ def make_replica_step(
     return replica_step
 
 
+def _step_signature(strategy: tf.distribute.Strategy, model: keras.Model) -> list | None:
+    """The training step's input signature, free in the batch and time dimensions.
+
+    Every batch pads its queries and references to its own lengths; with this signature the
+    step is traced once instead of again for each new pair of lengths until `tf.function`
+    relaxes them (three traces of several seconds each in a short run). Several replicas get
+    distributed values, which a `TensorSpec` does not describe: `None`, and their step is
+    relaxed by retracing.
+    """
+    if strategy.num_replicas_in_sync > 1:
+        return None
+    inputs = input_signature(architectures.model_feature_dim(model))
+    return [inputs, tf.TensorSpec((None, 2), tf.int32, name="groundtruth")]
+
+
 def distribute_batch(
     strategy: tf.distribute.Strategy, batch: tuple[Mapping[str, np.ndarray], np.ndarray]
 ):
@@ -669,7 +685,7 @@ def _train_loop(
     )
     replica_step = make_replica_step(state.model, state.optimizer, config.clip_norm)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(input_signature=_step_signature(strategy, state.model), reduce_retracing=True)
     def train_step(inputs, groundtruth):
         loss, norm = strategy.run(replica_step, args=(inputs, groundtruth))
         return (
