@@ -121,6 +121,8 @@ def cases(files):
                     "--model_dir",
                     "--preset",
                     "--dataset",
+                    "--data_dir",
+                    "--manual_dir",
                     "--train_steps",
                     "--batch_size",
                     "--seed",
@@ -221,7 +223,8 @@ def test_help_shows_the_purpose_an_example_and_the_binarys_flags(verb, files, ou
     assert f"video-reloc-{verb} --" in text  # an example
     flags_section = text.split("\nflags:\n", 1)[1]
     for name in flag_names:
-        assert re.search(rf"^  {re.escape(name)}: \S", flags_section, re.MULTILINE), name
+        # Documented: a description of more than a few words follows the flag's name.
+        assert re.search(rf"^  {re.escape(name)}: \S.{{9,}}", flags_section, re.MULTILINE), name
     assert "--verbosity" not in flags_section  # absl's own flags stay in --helpfull
 
 

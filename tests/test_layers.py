@@ -301,8 +301,11 @@ class TestAttentionMatching:
             np.testing.assert_allclose(attention[b, :n, :m], alpha, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(np.asarray(attention[b, :n, m:]), 0.0, atol=1e-7)
 
-    @pytest.mark.parametrize("return_attention", [False, True])
-    @pytest.mark.parametrize("cross_gating,matching", TABLE2_VARIANTS)
+    @pytest.mark.parametrize(
+        "cross_gating,matching,return_attention",
+        # Every variant with the attention's gradient too; the full model also without it.
+        [(*variant, True) for variant in TABLE2_VARIANTS] + [(True, "bilinear", False)],
+    )
     def test_every_path_gives_the_loops_gradients(self, cross_gating, matching, return_attention):
         # Every implementation made for training against the plain loop, in a function with
         # None dimensions, as a training step traces it; "hoisted" also inside a function
