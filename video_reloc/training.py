@@ -408,9 +408,8 @@ def _step_signature(strategy: tf.distribute.Strategy, model: keras.Model) -> lis
 
     Every batch pads its queries and references to its own lengths; with this signature the
     step is traced once instead of again for each new pair of lengths until `tf.function`
-    relaxes them (three traces of several seconds each in a short run). Several replicas get
-    distributed values, which a `TensorSpec` does not describe: `None`, and their step is
-    relaxed by retracing.
+    relaxes them. Several replicas get distributed values, which a `TensorSpec` does not
+    describe: `None`, and their step is relaxed by retracing.
     """
     if strategy.num_replicas_in_sync > 1:
         return None
