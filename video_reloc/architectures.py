@@ -8,8 +8,8 @@ evaluation, export and serving treat them alike.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import keras
 
@@ -17,18 +17,26 @@ from video_reloc.model import ABLATIONS, VideoRelocModel, build_model
 from video_reloc.parallel_model import PARALLEL_ABLATIONS, ParallelRelocModel, build_parallel_model
 
 DEFAULT_ARCHITECTURE = "cgbm"
-# Name -> (builder of a built model from feature_dim and fields, the ablation switches).
+
+
+class Architecture(NamedTuple):
+    """A model of the package: its builder, its ablation switches and its class."""
+
+    build: Callable[..., keras.Model]  # a built model from feature_dim and fields
+    ablations: dict[str, dict[str, Any]]  # the Table 2 rows' switches
+    model_class: type[keras.Model]
+
+
 ARCHITECTURES = {
-    "cgbm": (build_model, ABLATIONS),
-    "parallel": (build_parallel_model, PARALLEL_ABLATIONS),
+    "cgbm": Architecture(build_model, ABLATIONS, VideoRelocModel),
+    "parallel": Architecture(build_parallel_model, PARALLEL_ABLATIONS, ParallelRelocModel),
 }
-MODEL_CLASSES = {"cgbm": VideoRelocModel, "parallel": ParallelRelocModel}
 
 
 def ablations(architecture: str) -> dict[str, dict[str, Any]]:
     """The ablation switches (Table 2 rows) of `architecture`."""
     check_architecture(architecture)
-    return ARCHITECTURES[architecture][1]
+    return ARCHITECTURES[architecture].ablations
 
 
 def check_architecture(architecture: str) -> None:
@@ -54,7 +62,7 @@ def build_from_config(model_config: Mapping[str, Any], seed: int | None = None) 
     architecture = fields.pop("architecture", DEFAULT_ARCHITECTURE)
     check_architecture(architecture)
     feature_dim = int(fields.pop("feature_dim"))
-    return ARCHITECTURES[architecture][0](feature_dim, seed=seed, **fields)
+    return ARCHITECTURES[architecture].build(feature_dim, seed=seed, **fields)
 
 
 def model_record(model: keras.Model) -> dict[str, Any]:
@@ -68,7 +76,7 @@ def model_record(model: keras.Model) -> dict[str, Any]:
         of the model (`get_config()` under `config`, the input shapes under `build_config`),
         without the name, which Keras numbers per process.
     """
-    [architecture] = [n for n, cls in MODEL_CLASSES.items() if type(model) is cls]
+    [architecture] = [n for n, a in ARCHITECTURES.items() if type(model) is a.model_class]
     serialized = keras.saving.serialize_keras_object(model)
     serialized.pop("compile_config", None)
     serialized["config"].pop("name", None)

@@ -116,9 +116,7 @@ class TrainConfig:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "architecture": tuple(sorted(architectures.ARCHITECTURES)),
         "ablation": tuple(
-            sorted(
-                {name for _, switches in architectures.ARCHITECTURES.values() for name in switches}
-            )
+            sorted({name for a in architectures.ARCHITECTURES.values() for name in a.ablations})
         ),
         "normalization": NORMALIZATIONS,
         "strategy": STRATEGIES,
