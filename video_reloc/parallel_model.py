@@ -27,7 +27,6 @@ from video_reloc.layers import (
 from video_reloc.layers.localizer_head import NUM_CLASSES
 from video_reloc.layers.normalized_projection import VIEWS
 
-ARCHITECTURE = "parallel"
 INPUT_KEYS = ("query", "query_length", "reference", "reference_length")
 MATCHINGS = ("bilinear", "concat", "none")
 
