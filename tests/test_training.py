@@ -89,9 +89,12 @@ def _latest_step(model_dir):
 def test_train_resume_fallback_and_export(tmp_path, caplog):
     splits = tiny_examples()
     model_dir = tmp_path / "run"
+    caplog.set_level(logging.INFO, logger=training.__name__)
     first = training.train(tiny_config(model_dir, num_images=2), splits)
     assert (first.start_step, first.step, len(first.losses)) == (0, 4, 4)
     assert all(np.isfinite(first.losses))
+    # Batches of different padded lengths share one trace of the step (its input signature).
+    assert "Traced the training step 1 time(s)." in caplog.messages
     assert _latest_step(model_dir) == 4 and (model_dir / "ckpt-2.index").exists()
     assert first.best_step in (2, 4)
     test = json.loads((model_dir / "results" / "test.json").read_text())
@@ -107,6 +110,24 @@ def test_train_resume_fallback_and_export(tmp_path, caplog):
     del own["name"]
     assert recorded["model"]["config"] == json.loads(json.dumps(own))
     assert recorded["model"]["config"]["units"] == 8
+
+    # Deterministic under the seed: the same run elsewhere draws the same batches, dropout
+    # masks and weights (validations and checkpoints draw nothing).
+    quiet = dict(eval_every=10, checkpoint_every=10, test=False, export=False)
+    twin = training.train(tiny_config(tmp_path / "twin", **quiet), splits)
+    np.testing.assert_allclose(twin.losses, first.losses, rtol=1e-6)
+    for a, b in zip(twin.trained_model.get_weights(), first.trained_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+    # The trained model as a baselines.SegmentPredictor (lists of unpadded arrays in).
+    segments = evaluation.ModelPredictor(first.model).predict(
+        splits["test"].query, splits["test"].reference
+    )
+    assert segments.shape == (len(splits["test"]), 2) and segments.dtype == np.int32
+    assert np.all(segments[:, 0] >= 0) and np.all(
+        segments[:, 1] <= splits["test"].reference_lengths
+    )
+    assert np.all(segments[:, 1] - segments[:, 0] >= 1)
 
     # The same command with more steps resumes where the last checkpoint is.
     second = training.train(tiny_config(model_dir, train_steps=6, export=False), splits)
@@ -125,27 +146,6 @@ def test_train_resume_fallback_and_export(tmp_path, caplog):
     assert again.start_step == 7 and again.losses == []
     with pytest.raises(ValueError, match="another configuration.*units: 8 recorded, 16 now"):
         training.train(tiny_config(model_dir, units=16), splits)
-
-
-def test_deterministic_under_seed(tmp_path, caplog):
-    splits = tiny_examples()
-    config = dict(train_steps=3, eval_every=10, checkpoint_every=10, test=False, export=False)
-    caplog.set_level(logging.INFO, logger=training.__name__)
-    a = training.train(tiny_config(tmp_path / "a", **config), splits)
-    # Batches of different padded lengths share one trace of the step (its input signature).
-    assert "Traced the training step 1 time(s)." in caplog.messages
-    b = training.train(tiny_config(tmp_path / "b", **config), splits)
-    assert len(a.losses) == 3
-    np.testing.assert_allclose(a.losses, b.losses, rtol=1e-6)
-    for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
-        np.testing.assert_array_equal(wa, wb)
-    # The trained model as a baselines.SegmentPredictor (lists of unpadded arrays in).
-    test = splits["test"]
-    segments = evaluation.ModelPredictor(a.model).predict(test.query, test.reference)
-    assert segments.shape == (len(test), 2) and segments.dtype == np.int32
-    lengths = test.reference_lengths
-    assert np.all(segments[:, 0] >= 0) and np.all(segments[:, 1] <= lengths)
-    assert np.all(segments[:, 1] - segments[:, 0] >= 1)
 
 
 def _run_python(code, env=None, timeout=900):
