@@ -160,8 +160,9 @@ def _run_python(code, env=None, timeout=900):
 
 
 COMMON = """
-    import json, sys
+    import json, logging, sys
     import numpy as np
+    logging.basicConfig(level=logging.INFO)  # the training's log, on stderr
     from test_training import tiny_config, tiny_examples
     from video_reloc import training
     QUIET = dict(eval_every=100, checkpoint_every=100, test=False, export=False, num_images=0)
@@ -214,6 +215,8 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT")[-1])
     assert out["mirrored"]["replicas"] == 2 and out["one_device"]["replicas"] == 1
+    # Distributed batches of every padded length share one trace of the step too.
+    assert proc.stderr.count("Traced the training step 1 time(s).") == 2, proc.stderr[-3000:]
     assert len(out["mirrored"]["losses"]) == 3
     np.testing.assert_allclose(out["mirrored"]["losses"], out["one_device"]["losses"], rtol=1e-4)
     np.testing.assert_allclose(out["mirrored"]["weights"], out["one_device"]["weights"], rtol=1e-4)
@@ -259,6 +262,7 @@ def test_multi_worker_mirrored_two_processes_end_with_the_same_weights(tmp_path)
         for proc in procs:
             stdout, stderr = proc.communicate(timeout=400)
             assert proc.returncode == 0, stderr[-3000:]
+            assert "Traced the training step 1 time(s)." in stderr, stderr[-3000:]
             outputs.append(json.loads(stdout.split("RESULT")[-1]))
     finally:
         for proc in procs:

@@ -401,18 +401,25 @@ def make_replica_step(
     return replica_step
 
 
-def _step_signature(strategy: tf.distribute.Strategy, model: keras.Model) -> list | None:
+def _step_signature(strategy: tf.distribute.Strategy, model: keras.Model) -> list:
     """The training step's input signature, free in the batch and time dimensions.
 
     Every batch pads its queries and references to its own lengths; with this signature the
-    step is traced once instead of again for each new pair of lengths until `tf.function`
-    relaxes them. Several replicas get distributed values, which a `TensorSpec` does not
-    describe: `None`, and their step is relaxed by retracing.
+    step is traced once instead of again for each new pair of lengths. Several replicas get
+    distributed values, which a `TensorSpec` does not describe: their signature is the element
+    spec of a distributed dataset of such batches (made for its spec, never iterated).
     """
-    if strategy.num_replicas_in_sync > 1:
-        return None
-    inputs = input_signature(architectures.model_feature_dim(model))
-    return [inputs, tf.TensorSpec((None, 2), tf.int32, name="groundtruth")]
+    signature = (
+        input_signature(architectures.model_feature_dim(model)),
+        tf.TensorSpec((None, 2), tf.int32, name="groundtruth"),
+    )
+    if strategy.num_replicas_in_sync == 1:
+        return list(signature)
+    dataset = tf.data.Dataset.from_generator(lambda: iter(()), output_signature=signature)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    distributed = strategy.experimental_distribute_dataset(dataset.with_options(options))
+    return list(distributed.element_spec)
 
 
 def distribute_batch(
@@ -682,7 +689,7 @@ def _train_loop(
     )
     replica_step = make_replica_step(state.model, state.optimizer, config.clip_norm)
 
-    @tf.function(input_signature=_step_signature(strategy, state.model), reduce_retracing=True)
+    @tf.function(input_signature=_step_signature(strategy, state.model))
     def train_step(inputs, groundtruth):
         loss, norm = strategy.run(replica_step, args=(inputs, groundtruth))
         return (
