@@ -65,5 +65,5 @@ def test_xla_export_compiles_the_whole_model(parallel_exports):
 @pytest.mark.slow
 def test_fresh_process_without_the_package(parallel_model, parallel_exports, tmp_path):
     inputs = make_inputs()
-    outputs = fresh_process_outputs(parallel_exports["xla"], inputs, tmp_path)
+    (outputs,) = fresh_process_outputs([parallel_exports["xla"]], inputs, tmp_path)
     check_against_keras(parallel_model, inputs, outputs, exact_argmax=False)
