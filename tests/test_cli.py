@@ -144,6 +144,11 @@ def cases(files):
             ([f"--model_dir={missing}", "--train_steps=0"], "--train_steps: must be at least 1"),
             ([f"--model_dir={missing}", "--ablation=tiny"], "flag --ablation=tiny: value should"),
             (
+                # An ablation of the other architecture.
+                [f"--model_dir={missing}", "--architecture=cgbm", "--ablation=similarity_map_only"],
+                r"--ablation: must be one of \['base', .*'full'\] for architecture cgbm, got 'simi",
+            ),
+            (
                 [f"--model_dir={missing}", "--encoder_keep_prob=0.5", "--encoder_dropout=0.5"],
                 "--encoder_keep_prob: give it or --encoder_dropout, not both",
             ),

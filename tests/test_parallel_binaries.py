@@ -70,18 +70,3 @@ def test_train_evaluate_export_a_parallel_model(trained_parallel, tmp_path):
     )
     # The SavedModel (XLA) may break an untrained model's near-ties otherwise than Keras did.
     assert json.loads(output.read_text()) == pytest.approx(results, abs=3.0)
-
-
-@pytest.mark.slow
-def test_an_ablation_of_the_other_architecture_is_a_usage_error(tmp_path):
-    proc = _run(
-        [
-            *_command("train"),
-            f"--model_dir={tmp_path / 'model'}",
-            "--architecture=cgbm",
-            "--ablation=similarity_map_only",
-        ],
-        check=False,
-    )
-    assert proc.returncode != 0
-    assert "for architecture cgbm" in proc.stderr and "Traceback" not in proc.stderr
