@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import shutil
 import sys
 
 import pytest
@@ -26,3 +27,37 @@ def reference_dir() -> pathlib.Path:
             "holding activitynet/ and video_reloc_release/)"
         )
     return path
+
+
+# The small untrained model the export, serving and relocalization tests share, and its export
+# without XLA (made once per test process; tests copy it into version folders of their own).
+SMALL_FEATURE_DIM = 12
+
+
+@pytest.fixture(scope="session")
+def small_model():
+    """`build_model(12, units=8, bilinear_rank=2, seed=0)`; tests must not change its weights."""
+    from video_reloc import build_model
+
+    return build_model(SMALL_FEATURE_DIM, units=8, bilinear_rank=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_export(small_model, tmp_path_factory) -> pathlib.Path:
+    """`small_model` as a SavedModel without XLA (default warm-up file): a version folder."""
+    from video_reloc.export import export_saved_model
+
+    base = tmp_path_factory.mktemp("small_export") / "reloc"
+    return export_saved_model(small_model, base, jit_compile=False)
+
+
+@pytest.fixture(scope="session")
+def copy_small_export(small_export):
+    """`copy(base, *versions)`: copies of `small_export` as those version folders of `base`."""
+
+    def copy(base: pathlib.Path, *versions: int) -> pathlib.Path:
+        for version in versions:
+            shutil.copytree(small_export, base / str(version))
+        return base
+
+    return copy

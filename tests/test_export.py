@@ -16,14 +16,13 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from video_reloc import build_model
 from video_reloc import export as export_module
 from video_reloc import warmup as warmup_module
 from video_reloc.decode import segment_scores
 from video_reloc.export import export_saved_model, next_version, remove_stale_exports
 from video_reloc.warmup import read_warmup_requests
 
-FEATURE_DIM = 12
+FEATURE_DIM = 12  # D of the small model of conftest.py
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -50,8 +49,8 @@ def random_inputs(seed: int, batch: int, query_steps: int, reference_steps: int)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_model(FEATURE_DIM, units=8, bilinear_rank=2, seed=0)
+def model(small_model):
+    return small_model
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import h5py
 import numpy as np
 import pytest
 
-from video_reloc import build_model
-from video_reloc.export import export_saved_model
 from video_reloc.relocalize import (
     load_features,
     parse_feature_range,
@@ -20,7 +18,7 @@ from video_reloc.relocalize import (
     window_starts,
 )
 
-FEATURE_DIM = 12
+FEATURE_DIM = 12  # D of the small model of conftest.py
 
 
 def test_window_starts_cover_the_reference_and_end_at_its_end():
@@ -126,15 +124,13 @@ def test_bad_inputs_are_refused():
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_model(FEATURE_DIM, units=8, bilinear_rank=2, seed=0)
+def model(small_model):
+    return small_model
 
 
 @pytest.fixture(scope="module")
-def base_path(model, tmp_path_factory):
-    base = tmp_path_factory.mktemp("relocalize") / "reloc"
-    export_saved_model(model, base, jit_compile=False)
-    return base
+def base_path(copy_small_export, tmp_path_factory):
+    return copy_small_export(tmp_path_factory.mktemp("relocalize") / "reloc", 1)
 
 
 def test_saved_model_and_keras_model_agree(model, base_path):

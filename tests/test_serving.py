@@ -18,9 +18,7 @@ import pytest
 from net import free_ports, request
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-from video_reloc import build_model
 from video_reloc.decode import segment_scores
-from video_reloc.export import export_saved_model
 from video_reloc.serving import (
     BatchingParameters,
     ConfigError,
@@ -33,22 +31,19 @@ from video_reloc.serving import (
     start_server,
 )
 
-FEATURE_DIM = 12
+FEATURE_DIM = 12  # D of the small model of conftest.py
 SIZE_LIMIT = 20_000
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_model(FEATURE_DIM, units=8, bilinear_rank=2, seed=0)
+def model(small_model):
+    return small_model
 
 
 @pytest.fixture(scope="module")
-def base_path(model, tmp_path_factory):
+def base_path(copy_small_export, tmp_path_factory):
     """Versions 1 and 2 of the model (without XLA, so the tests compile nothing)."""
-    base = tmp_path_factory.mktemp("serving") / "reloc"
-    export_saved_model(model, base, jit_compile=False)
-    export_saved_model(model, base, jit_compile=False)
-    return base
+    return copy_small_export(tmp_path_factory.mktemp("serving") / "reloc", 1, 2)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ stalled connections itself.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import time
 import urllib.request
@@ -32,8 +31,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from video_reloc import build_model
-from video_reloc.export import export_saved_model
 from video_reloc.serving import (
     BatchingParameters,
     ModelConfig,
@@ -42,7 +39,7 @@ from video_reloc.serving import (
     start_server,
 )
 
-FEATURE_DIM = 12
+FEATURE_DIM = 12  # D of the small model of conftest.py
 METRICS_PATH = "/metrics/prometheus"
 TIMEOUT_S = 120
 TIMEOUT_MS = 10_000  # --rest_api_timeout_in_ms: stalled connections are closed after this
@@ -52,12 +49,8 @@ REQUESTS = 16
 
 
 @pytest.fixture(scope="module")
-def base_path(tmp_path_factory):
-    model = build_model(FEATURE_DIM, units=8, bilinear_rank=2, seed=0)
-    base = tmp_path_factory.mktemp("grpc") / "reloc"
-    first = export_saved_model(model, base, jit_compile=False)
-    shutil.copytree(first, base / "2")
-    return base
+def base_path(copy_small_export, tmp_path_factory):
+    return copy_small_export(tmp_path_factory.mktemp("grpc") / "reloc", 1, 2)
 
 
 @pytest.fixture(scope="module")

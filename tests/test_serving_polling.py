@@ -25,8 +25,6 @@ import pytest
 from net import free_ports, request
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
-from video_reloc import build_model
-from video_reloc.export import export_saved_model
 from video_reloc.serving import (
     BatchingParameters,
     ModelConfig,
@@ -37,17 +35,15 @@ from video_reloc.serving import (
     start_server,
 )
 
-FEATURE_DIM = 12
+FEATURE_DIM = 12  # D of the small model of conftest.py
 POLL_S = 0.05
 TIMEOUT_S = 120.0
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(small_export):
     """One small SavedModel (without XLA; its warm-up file holds one small request)."""
-    model = build_model(FEATURE_DIM, units=8, bilinear_rank=2, seed=0)
-    base = tmp_path_factory.mktemp("polling") / "export"
-    return export_saved_model(model, base, jit_compile=False)
+    return small_export
 
 
 def add_version(base, version, source, without=(), saved_model_pb: bytes | None = None):

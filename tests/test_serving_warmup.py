@@ -14,7 +14,6 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from video_reloc import build_model
 from video_reloc.export import bucket_warmup_shapes, default_warmup_shapes, export_saved_model
 from video_reloc.serving import ModelConfig, load_models
 from video_reloc.warmup import (
@@ -26,13 +25,13 @@ from video_reloc.warmup import (
     write_warmup_requests,
 )
 
-FEATURE_DIM = 12
+FEATURE_DIM = 12  # D of the small model of conftest.py
 WARMED = [WarmupShape(1, 16, 50), WarmupShape(1, 16, 100)]
 
 
 @pytest.fixture(scope="module")
-def model():
-    return build_model(FEATURE_DIM, units=8, bilinear_rank=2, seed=0)
+def model(small_model):
+    return small_model
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +43,8 @@ def xla_base(model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def plain_base(model, tmp_path_factory):
-    base = tmp_path_factory.mktemp("warmup") / "plain"
-    export_saved_model(model, base, jit_compile=False)
-    return base
+def plain_base(copy_small_export, tmp_path_factory):
+    return copy_small_export(tmp_path_factory.mktemp("warmup") / "plain", 1)
 
 
 def test_default_shapes_cover_every_bucket_of_one_pair():
