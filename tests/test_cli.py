@@ -75,6 +75,7 @@ def cases(files):
         "relocalize": [
             (None, ["--query", "--reference", "--query_range", "--top_k", "--fps"]),
             ([*relocalize, f"--query={files / 'nope.npy'}"], "--query: .*nope.npy: no such file"),
+            ([*relocalize, f"--query={files / 'nope.mp4'}"], "--query: .*nope.mp4: no such file$"),
             ([*relocalize, query, "--top_k=0"], "--top_k: must be at least 1, got 0"),
             ([*relocalize, query, "--top_k=-1"], "--top_k: must be at least 1, got -1"),
             (
