@@ -184,27 +184,37 @@ def cases(files):
     }
 
 
+def verbose_case(files):
+    """A user error under `--verbosity=1`, run last by the relocalize binary's process."""
+    return [
+        f"--model={files}",
+        f"--query={files / 'query.npy'}",
+        f"--reference={files / 'reference.npy'}",
+        "--top_k=0",
+        "--verbosity=1",
+    ]
+
+
 @pytest.fixture(scope="module")
 def outcomes(files):
     """verb -> one outcome per case; the binaries run at once, one process each."""
     env = {**os.environ}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    command_lines = {
+        verb: [["--help"] if args is None else args for args, _ in verb_cases]
+        for verb, verb_cases in cases(files).items()
+    }
+    command_lines["relocalize"].append(verbose_case(files))
     processes = {
         verb: subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                DRIVER,
-                verb,
-                json.dumps([["--help"] if args is None else args for args, _ in verb_cases]),
-            ],
+            [sys.executable, "-c", DRIVER, verb, json.dumps(verb_command_lines)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=REPO_ROOT,
             env=env,
         )
-        for verb, verb_cases in cases(files).items()
+        for verb, verb_command_lines in command_lines.items()
     }
     found = {}
     for verb, process in processes.items():
@@ -288,19 +298,9 @@ def test_filter_native_log():
     assert startup.filter_native_log(no_driver + text, 0) == no_driver + text
 
 
-def test_verbosity_1_shows_the_traceback_too(files):
+def test_verbosity_1_shows_the_traceback_too(outcomes):
     """The one line stays last; `--verbosity=1` adds the traceback above it."""
-    arguments = [f"--model={files}", f"--query={files / 'query.npy'}", "--top_k=0"]
-    cases = [[*arguments, f"--reference={files / 'reference.npy'}", "--verbosity=1"]]
-    proc = subprocess.run(
-        [sys.executable, "-c", DRIVER, "relocalize", json.dumps(cases)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (outcome,) = json.loads(proc.stdout.split("OUTCOMES", 1)[1])
+    outcome = outcomes["relocalize"][0][-1]
     assert outcome["code"] == 1
     assert "Traceback (most recent call last)" in outcome["stderr"]
     assert "UserError" in outcome["stderr"]
