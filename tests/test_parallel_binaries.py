@@ -66,7 +66,9 @@ def test_train_evaluate_export_a_parallel_model(trained_parallel, tmp_path):
 
     output = tmp_path / "evaluate.json"
     evaluation.evaluate(
-        evaluation.EvaluateConfig(model=str(model_dir), data_dir=str(data_dir), output=str(output))
+        evaluation.EvaluateConfig(
+            model=str(model_dir), data_dir=str(data_dir), output=str(output), batch_size=200
+        )
     )
     # The SavedModel (XLA) may break an untrained model's near-ties otherwise than Keras did.
     assert json.loads(output.read_text()) == pytest.approx(results, abs=3.0)
