@@ -234,7 +234,7 @@ def trained(manual_dir, tmp_path_factory):
             "--bilinear_rank=2",
             "--eval_every=2",
             "--checkpoint_every=2",
-            "--num_images=2",
+            "--num_images=0",
             "--noprogress",
         ]
     )
