@@ -1,54 +1,51 @@
-"""`video-reloc-train --architecture=parallel` end to end, then evaluate and export it."""
+"""The parallel architecture through training, evaluation and export: the functions behind
+`video-reloc-train --architecture=parallel`, `video-reloc-evaluate` and `video-reloc-export`
+(test_binaries.py runs the binaries themselves on the paper's model)."""
 
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_binaries import _command, _run
 
-from video_reloc import checkpoints, evaluation, export
+from video_reloc import checkpoints, evaluation, export, training
 from video_reloc.metrics import THRESHOLDS
 
 
 @pytest.fixture(scope="module")
 def trained_parallel(tmp_path_factory):
-    root = tmp_path_factory.mktemp("parallel_binaries")
+    root = tmp_path_factory.mktemp("parallel_training")
     model_dir, data_dir = root / "model", root / "data"
-    proc = _run(
-        [
-            *_command("train"),
-            f"--model_dir={model_dir}",
-            f"--data_dir={data_dir}",
-            "--architecture=parallel",
-            "--ablation=full",
-            "--units=8",
-            "--batch_size=4",
-            "--train_steps=4",
-            "--eval_every=2",
-            "--checkpoint_every=2",
-            "--num_images=2",
-            "--eval_batch_size=100",
-            "--noprogress",
-        ],
-        timeout=300,
+    config = training.TrainConfig(
+        model_dir=str(model_dir),
+        dataset="activitynet_reloc/synthetic",
+        data_dir=str(data_dir),
+        architecture="parallel",
+        units=8,
+        batch_size=4,
+        train_steps=4,
+        eval_every=2,
+        checkpoint_every=2,
+        num_images=2,
+        eval_batch_size=100,
+        progress=False,
     )
-    return model_dir, data_dir, proc
+    return model_dir, data_dir, training.train(config)
 
 
 @pytest.mark.slow
 def test_train_evaluate_export_a_parallel_model(trained_parallel, tmp_path):
-    model_dir, data_dir, proc = trained_parallel
-    assert "| Ours |" in proc.stdout
+    model_dir, data_dir, result = trained_parallel
     assert checkpoints.read_model_config(model_dir)["architecture"] == "parallel"
     results = json.loads((model_dir / "results" / "test.json").read_text())
     assert set(results) == {f"{t:g}" for t in THRESHOLDS} | {"mean", "mean_iou"}
+    assert results == pytest.approx(result.test)
     saved_model = model_dir / "export" / "1"
+    assert result.export_path == saved_model
     assert checkpoints.is_saved_model(saved_model)
 
     # The checkpoint is rebuilt as a parallel model (model_config.json) and exported again
-    # (what video-reloc-export calls; the binaries themselves are tested on the paper's
-    # model); both SavedModels give the same answers.
+    # (what video-reloc-export calls); both SavedModels give the same answers.
     export.export_checkpoint(export.ExportConfig(checkpoint=str(model_dir / "best"), version=7))
     rng = np.random.default_rng(0)
     inputs = {
