@@ -262,15 +262,6 @@ def _helpfull_stderr(*flags, env=None):
     return proc.stderr
 
 
-_ALLOCATOR_PROBE = (
-    "import os\n"
-    "before = os.environ.get('TF_CPU_ALLOCATOR_USE_BFC')\n"
-    "import video_reloc.cli.startup, tensorflow as tf\n"
-    "tf.random.normal((8, 8)).numpy()\n"
-    "print(before, os.environ['TF_CPU_ALLOCATOR_USE_BFC'])\n"
-)
-
-
 @pytest.mark.parametrize("setting, expected", [(None, "true"), ("false", "false"), ("0", "0")])
 def test_the_bfc_cpu_allocator_is_asked_for_unless_the_environment_says(setting, expected):
     """Tests the setting itself: whether TensorFlow's default allocator keeps statistics varies
@@ -280,21 +271,6 @@ def test_the_bfc_cpu_allocator_is_asked_for_unless_the_environment_says(setting,
     environ = {} if setting is None else {"TF_CPU_ALLOCATOR_USE_BFC": setting}
     startup.use_bfc_cpu_allocator_by_default(environ)
     assert environ == {"TF_CPU_ALLOCATOR_USE_BFC": expected}
-
-
-def test_binaries_set_the_allocator_before_tensorflow_starts():
-    env = _quiet_env()
-    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
-    proc = subprocess.run(
-        [sys.executable, "-c", _ALLOCATOR_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split("\n")[-2] == "None true", proc.stdout
 
 
 @pytest.mark.parametrize("how", ["--verbosity=0", "TF_CPP_MIN_LOG_LEVEL=0"])

@@ -21,14 +21,20 @@ VERBS = ("train", "evaluate", "export", "serve", "relocalize", "benchmark")
 NATIVE_INFO = re.compile(r"^I\d{4} [\d:.]+\s+\d+ \S+:\d+\] ", re.MULTILINE)
 
 # Runs `video_reloc.cli.VERB.run()` once per command line of argv[2] (JSON); prints the exit
-# code, standard output and standard error of each as JSON.
+# code, standard output and standard error of each as JSON, and TF_CPU_ALLOCATOR_USE_BFC before
+# the binary was imported and once TensorFlow has run an op.
 DRIVER = textwrap.dedent(
     """
-    import contextlib, importlib, io, json, sys
+    import contextlib, importlib, io, json, os, sys
+    allocator = [os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")]
     from absl import flags
 
     verb, cases = sys.argv[1], json.loads(sys.argv[2])
     binary = importlib.import_module(f"video_reloc.cli.{verb}")
+    import tensorflow as tf
+    tf.random.normal((8, 8)).numpy()
+    allocator.append(os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"))
+    print("ALLOCATOR" + json.dumps(allocator))
     outcomes = []
     for args in cases:
         flags.FLAGS.unparse_flags()
@@ -200,6 +206,7 @@ def outcomes(files):
     """verb -> one outcome per case; the binaries run at once, one process each."""
     env = {**os.environ}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
     command_lines = {
         verb: [["--help"] if args is None else args for args, _ in verb_cases]
         for verb, verb_cases in cases(files).items()
@@ -220,7 +227,8 @@ def outcomes(files):
     for verb, process in processes.items():
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
-        found[verb] = json.loads(stdout.split("OUTCOMES", 1)[1]), stderr
+        allocator = json.loads(stdout.split("ALLOCATOR", 1)[1].splitlines()[0])
+        found[verb] = json.loads(stdout.split("OUTCOMES", 1)[1]), stderr, allocator
     return found
 
 
@@ -267,10 +275,17 @@ def test_a_user_error_is_one_line_naming_what_is_at_fault(verb, index, files, ou
 
 def test_the_binaries_start_quietly(outcomes):
     """No INFO line of TensorFlow's C++ side, nor absl's banner, when a binary starts."""
-    for verb, (_, stderr) in outcomes.items():
+    for verb, (_, stderr, _) in outcomes.items():
         assert not NATIVE_INFO.search(stderr), (verb, stderr[-3000:])
         assert "absl::InitializeLog()" not in stderr, (verb, stderr[-3000:])
         assert "oneDNN custom operations" not in stderr
+
+
+def test_the_binaries_ask_for_the_bfc_cpu_allocator_before_tensorflow_starts(outcomes):
+    """Without TF_CPU_ALLOCATOR_USE_BFC in the environment, each binary sets it to `true` on
+    import, before TensorFlow reads it (see test_binaries.py for the setting itself)."""
+    for verb, (_, _, allocator) in outcomes.items():
+        assert allocator == [None, "true"], verb
 
 
 # TensorFlow's start-up (video_reloc.cli.startup).
