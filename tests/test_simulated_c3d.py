@@ -84,7 +84,7 @@ def test_raw_matching_fails_and_matching_without_the_local_mean_does_not(test_sp
     items = test_split.segments["test"]
     pairs, skipped = draw_pairs(items, seed=PAIR_SEED)
     assert not skipped
-    pairs = pairs[:500]
+    pairs = pairs[:300]
     queries = [
         test_split.features[items[q]["id"]][slice(*items[q]["groundtruth"])] for q, _ in pairs
     ]
