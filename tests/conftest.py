@@ -12,6 +12,23 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 
+# The files that take longest, longest first: the two workers (`-n 2 --dist loadfile`) take
+# files in collection order, so these go first and the short ones even out the end.
+LONGEST_FIRST = (
+    "test_binaries.py",
+    "test_layers.py",
+    "test_training.py",
+    "test_video_features.py",
+    "test_export.py",
+    "test_parallel_training.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps the rest
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> pathlib.Path:
     """Reference data: `$VIDEO_RELOC_REFERENCE_DIR`, default `<repo>/../shared/reference`.
