@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_training import tiny_config
 
 from video_reloc import checkpoints, evaluation, export, training
 from video_reloc.metrics import THRESHOLDS
@@ -16,19 +17,12 @@ from video_reloc.metrics import THRESHOLDS
 def trained_parallel(tmp_path_factory):
     root = tmp_path_factory.mktemp("parallel_training")
     model_dir, data_dir = root / "model", root / "data"
-    config = training.TrainConfig(
-        model_dir=str(model_dir),
-        dataset="activitynet_reloc/synthetic",
+    config = tiny_config(
+        model_dir,
         data_dir=str(data_dir),
         architecture="parallel",
-        units=8,
-        batch_size=4,
-        train_steps=4,
-        eval_every=2,
-        checkpoint_every=2,
         num_images=2,
         eval_batch_size=100,
-        progress=False,
     )
     return model_dir, data_dir, training.train(config)
 
