@@ -11,12 +11,12 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 import video_data
+from test_binaries import _command
 
 from video_reloc import checkpoints, evaluation, features, relocalize, training
 from video_reloc.errors import UserError
@@ -24,11 +24,6 @@ from video_reloc.errors import UserError
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SECONDS = 20  # per video
 VIDEOS_PER_CLASS = 3
-
-
-def _command(name):
-    script = shutil.which(f"video-reloc-{name}", path=str(pathlib.Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", f"video_reloc.cli.{name}"]
 
 
 def _run(args, env=None, timeout=300):
