@@ -6,6 +6,7 @@ import shutil
 import sys
 
 import pytest
+import small_model_spec as spec
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -48,15 +49,13 @@ def reference_dir() -> pathlib.Path:
 
 # The small untrained model the export, serving and relocalization tests share, and its export
 # without XLA (made once per test process; tests copy it into version folders of their own).
-SMALL_FEATURE_DIM = 12
-
-
 @pytest.fixture(scope="session")
 def small_model():
-    """`build_model(12, units=8, bilinear_rank=2, seed=0)`; tests must not change its weights."""
+    """`build_model` with the sizes of `small_model_spec`, seed 0; tests must not change its
+    weights."""
     from video_reloc import build_model
 
-    return build_model(SMALL_FEATURE_DIM, units=8, bilinear_rank=2, seed=0)
+    return build_model(spec.FEATURE_DIM, units=spec.UNITS, bilinear_rank=spec.BILINEAR_RANK, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
+from small_model_spec import FEATURE_DIM
 from tensorflow.core.protobuf import saved_model_pb2
 
 from video_reloc import export as export_module
@@ -22,7 +23,6 @@ from video_reloc.decode import segment_scores
 from video_reloc.export import export_saved_model, next_version, remove_stale_exports
 from video_reloc.warmup import read_warmup_requests
 
-FEATURE_DIM = 12  # D of the small model of conftest.py
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -9,6 +9,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from small_model_spec import FEATURE_DIM
 
 from video_reloc.relocalize import (
     load_features,
@@ -17,8 +18,6 @@ from video_reloc.relocalize import (
     temporal_nms,
     window_starts,
 )
-
-FEATURE_DIM = 12  # D of the small model of conftest.py
 
 
 def test_window_starts_cover_the_reference_and_end_at_its_end():

@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 from net import concurrent_requests, request, stalled_connections
 from prometheus_client.parser import text_string_to_metric_families
+from small_model_spec import FEATURE_DIM
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -39,7 +40,6 @@ from video_reloc.serving import (
     start_server,
 )
 
-FEATURE_DIM = 12  # D of the small model of conftest.py
 METRICS_PATH = "/metrics/prometheus"
 TIMEOUT_S = 120
 TIMEOUT_MS = 10_000  # --rest_api_timeout_in_ms: stalled connections are closed after this

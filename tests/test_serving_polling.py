@@ -23,6 +23,7 @@ import grpc
 import numpy as np
 import pytest
 from net import free_ports, request
+from small_model_spec import FEATURE_DIM
 from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
 from video_reloc.serving import (
@@ -35,7 +36,6 @@ from video_reloc.serving import (
     start_server,
 )
 
-FEATURE_DIM = 12  # D of the small model of conftest.py
 POLL_S = 0.05
 TIMEOUT_S = 120.0
 

@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from small_model_spec import FEATURE_DIM
 from tensorflow_serving.apis import prediction_log_pb2
 
 from video_reloc.export import bucket_warmup_shapes, default_warmup_shapes, export_saved_model
@@ -25,7 +26,6 @@ from video_reloc.warmup import (
     write_warmup_requests,
 )
 
-FEATURE_DIM = 12  # D of the small model of conftest.py
 WARMED = [WarmupShape(1, 16, 50), WarmupShape(1, 16, 100)]
 
 
